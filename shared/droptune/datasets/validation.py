@@ -51,9 +51,10 @@ _DECODER = json.JSONDecoder(parse_constant=_reject_constant)
 def _json_remedy(error: json.JSONDecodeError, text: str) -> str:
     """A hint for the common hand-editing mistakes (malformed cases 10–13)."""
     before = text[: error.pos].rstrip()[-1:]
-    if error.msg.startswith("Expecting property name") and before == ",":
+    after = text[error.pos :].lstrip()[:1]
+    if error.msg.startswith("Expecting property name") and before == "," and after == "}":
         return "Remove the trailing comma before the closing brace."
-    if error.msg.startswith("Expecting value") and before == "," and text[error.pos : error.pos + 1] == "]":
+    if error.msg.startswith("Expecting value") and before == "," and after == "]":
         return "Remove the trailing comma before the closing bracket."
     if error.msg.startswith("Expecting property name"):
         return 'Put every key in double quotes: {"key": "value"}.'
@@ -232,14 +233,14 @@ def _scan_file(  # noqa: PLR0912, PLR0915
                 )
                 scan.fatal = True
                 return
-            if error.pos >= len(text.rstrip()):
+            if error.pos >= len(text.rstrip()) or error.msg.startswith("Unterminated string"):
                 pending = (number, error.msg, text)
                 continue
             code = "several_json_values" if error.msg == "Extra data" else "invalid_json"
             message = (
                 f"More than one JSON value on the line (extra data at column {error.colno})."
                 if code == "several_json_values"
-                else f"Invalid JSON: {error.msg} at column {error.colno}."
+                else f"Invalid JSON: {error.msg} (column {error.colno})."
             )
             remedy = (
                 "Put each example on its own line."
