@@ -60,7 +60,7 @@ PALM_TEMPLATES = ("tune-large-model", "tune-large-chat-model")
 WORKER_STOP_GRACE_S = 3.0
 PREDICT_TIMEOUT_S = 600.0
 DEFAULT_PAGE_SIZE = 100
-_TERMS = re.compile(r'^\s*([A-Za-z_.]+)\s*(!=|=)\s*"?([^"]*)"?\s*$')
+_TERMS = re.compile(r'^\s*([A-Za-z0-9_.-]+)\s*(!=|=)\s*"?([^"]*)"?\s*$')
 
 
 @dataclass(frozen=True)
