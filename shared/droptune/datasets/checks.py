@@ -309,7 +309,7 @@ def _check_chat_parts(ex: Example, parts: list[object], field: str, *, is_answer
             )
 
 
-def check_chat(example: dict[str, object], ex: Example) -> None:
+def check_chat(example: dict[str, object], ex: Example) -> None:  # noqa: PLR0912 (fast path + full path)
     ex.check_keys(example, CHAT_KEYS, "")
     messages = example.get("messages")
     if not isinstance(messages, list) or not messages:
@@ -318,7 +318,23 @@ def check_chat(example: dict[str, object], ex: Example) -> None:
         )
         return
     roles: list[tuple[int, str]] = []
+    turn_roles = ex.rules.turn_roles
     for index, message in enumerate(messages):
+        # Fast path for the common, well-formed message: plain text with a known role and only
+        # the two known keys. Anything else takes the full path below, which explains it.
+        if type(message) is dict and len(message) == 2:
+            role = message.get("role")
+            content = message.get("content")
+            if (
+                role in turn_roles
+                and type(content) is str
+                and len(content) > 4
+                and "<" not in content
+                and not content.isspace()
+            ):
+                roles.append((index, role))
+                (ex.outputs if role == "assistant" else ex.inputs).append(content)
+                continue
         field = f"messages[{index}]"
         if not isinstance(message, dict):
             ex.wrong_type("an object", message, '{"role": "user", "content": "..."}', field)

@@ -54,7 +54,10 @@ def test_trailing_comma_names_the_fix_case_10(validate: Validate) -> None:
 
 
 def test_copy_pasted_translation_doc_sample_is_invalid_json_case_11(validate: Validate) -> None:
-    line = b'{"contents": [{"role": "user", "parts": [{"text": "English: Hello. Spanish:",}]} {"role": "model""}]}\n'
+    line = (
+        b'{"contents": [{"role": "user", "parts": [{"text": "English: Hello. Spanish:",}]} '
+        b'{"role": "model""}]}\n'
+    )
     assert codes(validate(line, TRANSLATION)) == ["invalid_json"]
 
 
