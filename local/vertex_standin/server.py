@@ -93,7 +93,7 @@ class Router:
             with self.lock:
                 return self.service.cancel_job(name)
         if method == "POST" and collection == ENDPOINTS:
-            if action == "undeploy":
+            if action in ("undeploy", "undeployModel"):
                 with self.lock:
                     return self.service.undeploy(name, body, version)
             if action in ("predict", "generateContent"):
