@@ -113,7 +113,7 @@ class StandinServer:
 
 
 def start_standin(state_dir: Path, model_cache: Path, quota: int = 3) -> StandinServer:
-    log = state_dir.parent / f"{state_dir.name}.log"
+    log = state_dir.parent / f"{state_dir.name}-{time.time_ns()}.log"  # one per start: a restart must not read the old port
     with log.open("ab") as sink:
         process = subprocess.Popen(
             [sys.executable, "-m", "vertex_standin", "--port", "0", "--state-dir", str(state_dir),
