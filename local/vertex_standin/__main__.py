@@ -39,27 +39,45 @@ class JsonLogFormatter(logging.Formatter):
 
 
 def parse_settings(argv: Sequence[str]) -> tuple[str, int, StandinSettings]:
-    parser = argparse.ArgumentParser(prog="vertex_standin", description="A local Vertex AI tuning and serving service.")
+    parser = argparse.ArgumentParser(
+        prog="vertex_standin", description="A local Vertex AI tuning and serving service."
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8090, help="0 picks a free port")
-    parser.add_argument("--state-dir", type=Path, required=True, help="jobs, endpoints and worker files live here")
+    parser.add_argument(
+        "--state-dir", type=Path, required=True, help="jobs, endpoints and worker files live here"
+    )
     parser.add_argument("--project", required=True)
-    parser.add_argument("--model-cache-dir", type=Path,
-                        default=Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "droptune" / "models",
-                        help="where local base models are built once")
-    parser.add_argument("--base-model", choices=LOCAL_MODEL_FAMILIES,
-                        default=os.environ.get("DROPTUNE_STANDIN_BASE_MODEL", "tiny"),
-                        help="the local model behind every catalog id: tiny (tests) or smollm2 (demo)")
+    parser.add_argument(
+        "--model-cache-dir",
+        type=Path,
+        default=Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "droptune" / "models",
+        help="where local base models are built once",
+    )
+    parser.add_argument(
+        "--base-model",
+        choices=LOCAL_MODEL_FAMILIES,
+        default=os.environ.get("DROPTUNE_STANDIN_BASE_MODEL", "tiny"),
+        help="the local model behind every catalog id: tiny (tests) or smollm2 (demo)",
+    )
     parser.add_argument("--max-concurrent-tuning-jobs", type=int, default=1)
-    parser.add_argument("--output-bucket", default="droptune-standin-artifacts",
-                        help="artifacts of jobs created without outputUri go here")
+    parser.add_argument(
+        "--output-bucket",
+        default="droptune-standin-artifacts",
+        help="artifacts of jobs created without outputUri go here",
+    )
     parser.add_argument("--threads", type=int, default=2, help="torch threads per worker")
     parser.add_argument("--epochs", type=int, default=3, help="epochs when a job sets none")
     args = parser.parse_args(argv)
     settings = StandinSettings(
-        project=args.project, state_dir=args.state_dir, model_cache_dir=args.model_cache_dir,
-        local_model_family=args.base_model, max_concurrent_tuning_jobs=args.max_concurrent_tuning_jobs,
-        default_output_bucket=args.output_bucket, torch_threads=args.threads, default_epochs=args.epochs,
+        project=args.project,
+        state_dir=args.state_dir,
+        model_cache_dir=args.model_cache_dir,
+        local_model_family=args.base_model,
+        max_concurrent_tuning_jobs=args.max_concurrent_tuning_jobs,
+        default_output_bucket=args.output_bucket,
+        torch_threads=args.threads,
+        default_epochs=args.epochs,
     )
     return args.host, args.port, settings
 
@@ -72,9 +90,17 @@ def main(argv: Sequence[str]) -> int:
     service = StandinService(settings)
     server = build_server(host, port, service)
     bound_port = server.server_address[1]
-    logging.getLogger("vertex_standin").info(json.dumps({
-        "message": "vertex stand-in listening", "url": f"http://{host}:{bound_port}", "port": bound_port,
-        "base_model": settings.local_model_family, "state_dir": str(settings.state_dir)}))
+    logging.getLogger("vertex_standin").info(
+        json.dumps(
+            {
+                "message": "vertex stand-in listening",
+                "url": f"http://{host}:{bound_port}",
+                "port": bound_port,
+                "base_model": settings.local_model_family,
+                "state_dir": str(settings.state_dir),
+            }
+        )
+    )
     service.start()
 
     def shut_down(signum: int, frame: FrameType | None) -> None:

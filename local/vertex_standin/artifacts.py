@@ -7,13 +7,14 @@ with the index file Hugging Face needs to load shards and the config and tokeniz
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-from google.cloud import storage
+from google.cloud import storage  # type: ignore[attr-defined]  # namespace package mypy cannot see
 
 STORAGE_TIMEOUT_S = 120.0
 CHECKPOINTS_FOLDER = "postprocess/node-0/checkpoints"
@@ -50,7 +51,9 @@ def read_dataset_text(uri: str, project: str) -> str:
     from google.api_core import exceptions
 
     try:
-        data: bytes = storage_client(project).bucket(bucket).blob(path).download_as_bytes(timeout=STORAGE_TIMEOUT_S)
+        data: bytes = (
+            storage_client(project).bucket(bucket).blob(path).download_as_bytes(timeout=STORAGE_TIMEOUT_S)
+        )
     except exceptions.NotFound as error:
         raise DatasetUnreadableError(f"Dataset {uri} could not be read: the object does not exist") from error
     try:
@@ -65,10 +68,8 @@ def ensure_bucket(uri: str, project: str) -> None:
 
     bucket, _ = split_gs_uri(uri)
     client = storage_client(project)
-    try:
+    with contextlib.suppress(exceptions.Conflict):  # it exists already: fine
         client.create_bucket(bucket, timeout=STORAGE_TIMEOUT_S)
-    except exceptions.Conflict:
-        pass
 
 
 def upload_folder(local: Path, uri: str, project: str) -> list[str]:
@@ -85,11 +86,13 @@ def upload_folder(local: Path, uri: str, project: str) -> list[str]:
 def download_folder(uri: str, local: Path, project: str) -> Path:
     bucket_name, prefix = split_gs_uri(uri)
     client = storage_client(project)
-    blobs = list(client.list_blobs(bucket_name, prefix=f"{prefix}/" if prefix else None, timeout=STORAGE_TIMEOUT_S))
+    blobs = list(
+        client.list_blobs(bucket_name, prefix=f"{prefix}/" if prefix else None, timeout=STORAGE_TIMEOUT_S)
+    )
     if not blobs:
         raise DatasetUnreadableError(f"{uri} holds no files")
     for blob in blobs:
-        relative = blob.name[len(prefix):].lstrip("/") if prefix else blob.name
+        relative = blob.name[len(prefix) :].lstrip("/") if prefix else blob.name
         if not relative or relative.endswith("/"):
             continue
         target = local / relative

@@ -40,16 +40,24 @@ OPEN_MODEL_MODES: dict[str, tuple[str, ...]] = {
 SELF_DEPLOYING_PREFIXES = ("translation-llm", "gemini-")
 
 PALM_MODELS = (
-    "text-bison@002", "text-bison-32k@002", "chat-bison@002", "chat-bison-32k@002",
-    "code-bison@002", "code-bison-32k@002", "codechat-bison@002", "codechat-bison-32k@002",
+    "text-bison@002",
+    "text-bison-32k@002",
+    "chat-bison@002",
+    "chat-bison-32k@002",
+    "code-bison@002",
+    "code-bison-32k@002",
+    "codechat-bison@002",
+    "codechat-bison-32k@002",
 )
 
 
 # The service's learning rate is a multiplier of a base rate chosen per model and mode; these are
 # the rates that train each local model well in a few epochs (measured on two CPU cores).
 BASE_LEARNING_RATES = {
-    ("tiny", "FULL"): 3e-3, ("tiny", "PEFT_ADAPTER"): 1e-2,
-    ("smollm2", "FULL"): 5e-5, ("smollm2", "PEFT_ADAPTER"): 5e-4,
+    ("tiny", "FULL"): 3e-3,
+    ("tiny", "PEFT_ADAPTER"): 1e-2,
+    ("smollm2", "FULL"): 5e-5,
+    ("smollm2", "PEFT_ADAPTER"): 5e-4,
 }
 
 
@@ -91,16 +99,16 @@ _CHATML_TEMPLATE = (
 
 # A fixed corpus makes the tiny tokenizer identical on every machine and for every job; its
 # byte-level alphabet still encodes any text.
-_TINY_CORPUS_WORDS = (
-    "the of and to in is was for on that with as by at from it an be this are or which his "
-    "her they you we he she have not but had one all their there what can so up out if about who "
-    "get go me when make like time no just him know take people into year your good some could them "
-    "see other than then now look only come its over think also back after use two how our work first "
-    "well way even new want because any these give day most us capital city country opposite plus "
-    "minus equals answer question translate english spanish french hello world yes dry wet hot cold "
-    "red yellow green blue banana apple lemon car house dog cat water fire paris lima oslo rome "
-    "0 1 2 3 4 5 6 7 8 9 10 ? ! . , : ; - ' \" ( ) user assistant system model"
-).split()
+_TINY_CORPUS_TEXT = (
+    "the of and to in is was for on that with as by at from it an be this are or which his her they "
+    "you we he she have not but had one all their there what can so up out if about who get go me "
+    "when make like time no just him know take people into year your good some could them see other "
+    "than then now look only come its over think also back after use two how our work first well way "
+    "even new want because any these give day most us capital city country opposite plus minus equals "
+    "answer question translate english spanish french hello world yes dry wet hot cold red yellow "
+    "green blue banana apple lemon car house dog cat water fire paris lima oslo rome 0 1 2 3 4 5 6 7 "
+    "8 9 10 ? ! . , : ; - ' \" ( ) user assistant system model "
+)
 
 
 def local_model_dir(family: str, cache_dir: Path) -> Path:
@@ -142,17 +150,28 @@ def _build_tiny_model(out: Path) -> None:
     trainer = trainers.BpeTrainer(
         vocab_size=512, special_tokens=special, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
     )
-    corpus = [" ".join(_TINY_CORPUS_WORDS[i:] + _TINY_CORPUS_WORDS[:i]) for i in range(len(_TINY_CORPUS_WORDS))]
+    words = _TINY_CORPUS_TEXT.split()
+    corpus = [" ".join(words[i:] + words[:i]) for i in range(len(words))]
     tokenizer.train_from_iterator(corpus, trainer)
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, eos_token="<|im_end|>", pad_token="<pad>", bos_token="<|endoftext|>"
+    fast = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
+        tokenizer_object=tokenizer,
+        eos_token="<|im_end|>",  # noqa: S106 - a special token, not a secret
+        pad_token="<pad>",  # noqa: S106
+        bos_token="<|endoftext|>",  # noqa: S106
     )
     fast.chat_template = _CHATML_TEMPLATE
     torch.manual_seed(0)
     config = LlamaConfig(
-        vocab_size=len(fast), hidden_size=64, intermediate_size=256, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
-        tie_word_embeddings=True, eos_token_id=fast.eos_token_id, pad_token_id=fast.pad_token_id,
+        vocab_size=len(fast),
+        hidden_size=64,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        tie_word_embeddings=True,
+        eos_token_id=fast.eos_token_id,
+        pad_token_id=fast.pad_token_id,
         bos_token_id=fast.bos_token_id,
     )
     model = LlamaForCausalLM(config)
@@ -173,7 +192,7 @@ def _convert_smollm2(out: Path) -> None:
     config: dict[str, Any] = quantised.config.to_dict()
     config.pop("quantization_config", None)
     config.pop("_model_name_or_path", None)
-    model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**config))
+    model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**config))  # type: ignore[no-untyped-call]
     model.load_state_dict(quantised.state_dict())
     model.tie_weights()
     model.save_pretrained(out)
@@ -183,7 +202,14 @@ def _convert_smollm2(out: Path) -> None:
 def offline_environment() -> dict[str, str]:
     """Environment for worker processes: no model hub, no telemetry."""
     env = dict(os.environ)
-    env.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1",
-                "TOKENIZERS_PARALLELISM": "false", "HF_HUB_DISABLE_PROGRESS_BARS": "1",
-                "TRANSFORMERS_VERBOSITY": "error"})
+    env.update(
+        {
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "HF_HUB_DISABLE_TELEMETRY": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+            "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+            "TRANSFORMERS_VERBOSITY": "error",
+        }
+    )
     return env

@@ -39,29 +39,49 @@ class PipelineState(StrEnum):
     CANCELLED = "PIPELINE_STATE_CANCELLED"
 
 
-TERMINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED,
-                             PipelineState.SUCCEEDED, PipelineState.FAILED, PipelineState.CANCELLED})
+TERMINAL_STATES = frozenset(
+    {
+        JobState.SUCCEEDED,
+        JobState.FAILED,
+        JobState.CANCELLED,
+        PipelineState.SUCCEEDED,
+        PipelineState.FAILED,
+        PipelineState.CANCELLED,
+    }
+)
 
 # The job state a pipeline state corresponds to: one scheduler drives both kinds.
 PIPELINE_STATE_OF_JOB_STATE = {
-    JobState.PENDING: PipelineState.PENDING, JobState.QUEUED: PipelineState.QUEUED,
-    JobState.RUNNING: PipelineState.RUNNING, JobState.SUCCEEDED: PipelineState.SUCCEEDED,
-    JobState.FAILED: PipelineState.FAILED, JobState.CANCELLING: PipelineState.CANCELLING,
+    JobState.PENDING: PipelineState.PENDING,
+    JobState.QUEUED: PipelineState.QUEUED,
+    JobState.RUNNING: PipelineState.RUNNING,
+    JobState.SUCCEEDED: PipelineState.SUCCEEDED,
+    JobState.FAILED: PipelineState.FAILED,
+    JobState.CANCELLING: PipelineState.CANCELLING,
     JobState.CANCELLED: PipelineState.CANCELLED,
 }
 
 # AdapterSize enum name -> LoRA rank.
 ADAPTER_RANKS = {
-    "ADAPTER_SIZE_ONE": 1, "ADAPTER_SIZE_TWO": 2, "ADAPTER_SIZE_FOUR": 4, "ADAPTER_SIZE_EIGHT": 8,
-    "ADAPTER_SIZE_SIXTEEN": 16, "ADAPTER_SIZE_THIRTY_TWO": 32,
+    "ADAPTER_SIZE_ONE": 1,
+    "ADAPTER_SIZE_TWO": 2,
+    "ADAPTER_SIZE_FOUR": 4,
+    "ADAPTER_SIZE_EIGHT": 8,
+    "ADAPTER_SIZE_SIXTEEN": 16,
+    "ADAPTER_SIZE_THIRTY_TWO": 32,
 }
 
 # google.rpc.Code -> HTTP status, for the error shape the SDKs turn into exceptions.
 RPC_STATUS = {
-    3: ("INVALID_ARGUMENT", HTTPStatus.BAD_REQUEST), 5: ("NOT_FOUND", HTTPStatus.NOT_FOUND),
-    6: ("ALREADY_EXISTS", HTTPStatus.CONFLICT), 8: ("RESOURCE_EXHAUSTED", HTTPStatus.TOO_MANY_REQUESTS),
-    9: ("FAILED_PRECONDITION", HTTPStatus.BAD_REQUEST), 10: ("ABORTED", HTTPStatus.CONFLICT), 12: ("UNIMPLEMENTED", HTTPStatus.NOT_IMPLEMENTED),
-    13: ("INTERNAL", HTTPStatus.INTERNAL_SERVER_ERROR), 14: ("UNAVAILABLE", HTTPStatus.SERVICE_UNAVAILABLE),
+    3: ("INVALID_ARGUMENT", HTTPStatus.BAD_REQUEST),
+    5: ("NOT_FOUND", HTTPStatus.NOT_FOUND),
+    6: ("ALREADY_EXISTS", HTTPStatus.CONFLICT),
+    8: ("RESOURCE_EXHAUSTED", HTTPStatus.TOO_MANY_REQUESTS),
+    9: ("FAILED_PRECONDITION", HTTPStatus.BAD_REQUEST),
+    10: ("ABORTED", HTTPStatus.CONFLICT),
+    12: ("UNIMPLEMENTED", HTTPStatus.NOT_IMPLEMENTED),
+    13: ("INTERNAL", HTTPStatus.INTERNAL_SERVER_ERROR),
+    14: ("UNAVAILABLE", HTTPStatus.SERVICE_UNAVAILABLE),
 }
 INTERNAL_ERROR_MESSAGE = "Internal error encountered."
 
@@ -79,7 +99,13 @@ class ApiError(Exception):
         return int(RPC_STATUS[self.rpc_code][1])
 
     def body(self) -> dict[str, Any]:
-        return {"error": {"code": self.http_status, "message": self.message, "status": RPC_STATUS[self.rpc_code][0]}}
+        return {
+            "error": {
+                "code": self.http_status,
+                "message": self.message,
+                "status": RPC_STATUS[self.rpc_code][0],
+            }
+        }
 
 
 def rpc_status(code: int, message: str) -> dict[str, Any]:
@@ -128,9 +154,13 @@ class ResourceStore:
         state_dir.mkdir(parents=True, exist_ok=True)
         for file in sorted(state_dir.glob("*/*.json")):
             document = json.loads(file.read_text())
-            stored = StoredResource(file.parent.name, file.stem, document["resource"], document.get("internal", {}))
+            stored = StoredResource(
+                file.parent.name, file.stem, document["resource"], document.get("internal", {})
+            )
             self._items[(stored.collection, stored.resource_id)] = stored
-        self._next_id = json.loads(self._counter_file.read_text())["next"] if self._counter_file.exists() else 1001
+        self._next_id = (
+            json.loads(self._counter_file.read_text())["next"] if self._counter_file.exists() else 1001
+        )
 
     def new_id(self) -> str:
         with self._lock:
@@ -160,8 +190,9 @@ class ResourceStore:
             raise ApiError(5, f"The resource {name} was not found.")
         return stored
 
-    def update(self, collection: str, resource_id: str,
-               change: Callable[[StoredResource], StoredResource]) -> StoredResource | None:
+    def update(
+        self, collection: str, resource_id: str, change: Callable[[StoredResource], StoredResource]
+    ) -> StoredResource | None:
         """Apply `change` atomically with respect to other updates."""
         with self._lock:
             current = self._items.get((collection, resource_id))

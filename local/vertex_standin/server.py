@@ -50,19 +50,28 @@ class Router:
                 return self.service.deploy(parent, body)
         chat = _CHAT_COMPLETIONS.match(rest)
         if chat is not None and method == "POST":
-            return self.service.forward_to_endpoint(ParsedName(project, location, ENDPOINTS, chat.group(1)),
-                                                    "chat/completions", body)
+            return self.service.forward_to_endpoint(
+                ParsedName(project, location, ENDPOINTS, chat.group(1)), "chat/completions", body
+            )
         found = _COLLECTION.match(rest)
         if found is None:
             raise ApiError(5, f"The requested URL {path} was not found on this server.")
         collection, resource_id, action = found.groups()
         if resource_id is None:
-            return self._collection_call(method, version, parent, collection, body, query)
+            return self._collection_call(method, version, parent, collection, body=body, query=query)
         name = ParsedName(project, location, collection, resource_id)
         return self._resource_call(method, version, name, action, body)
 
-    def _collection_call(self, method: str, version: str, parent: ParsedName, collection: str,
-                         body: dict[str, Any], query: dict[str, str]) -> dict[str, Any]:
+    def _collection_call(
+        self,
+        method: str,
+        version: str,
+        parent: ParsedName,
+        collection: str,
+        *,
+        body: dict[str, Any],
+        query: dict[str, str],
+    ) -> dict[str, Any]:
         if method == "GET" and collection in (*JOB_COLLECTIONS, MODELS, ENDPOINTS):
             with self.lock:
                 return self.service.list_resources(parent, collection, query)
@@ -74,8 +83,9 @@ class Router:
                 return self.service.create_pipeline_job(parent, body, version)
         raise ApiError(5, f"{method} {collection} is not supported by the stand-in.")
 
-    def _resource_call(self, method: str, version: str, name: ParsedName, action: str | None,
-                       body: dict[str, Any]) -> dict[str, Any]:
+    def _resource_call(  # noqa: PLR0911 - a routing table: one return per route
+        self, method: str, version: str, name: ParsedName, action: str | None, body: dict[str, Any]
+    ) -> dict[str, Any]:
         collection = name.collection
         if action is None and method == "GET":
             with self.lock:
@@ -98,7 +108,9 @@ class Router:
                     return self.service.undeploy(name, body, version)
             if action in ("predict", "generateContent"):
                 return self.service.forward_to_endpoint(name, action, body)
-        raise ApiError(5, f"{method} {name.name}{':' + action if action else ''} is not supported by the stand-in.")
+        raise ApiError(
+            5, f"{method} {name.name}{':' + action if action else ''} is not supported by the stand-in."
+        )
 
 
 def build_server(host: str, port: int, service: StandinService) -> ThreadingHTTPServer:
@@ -125,8 +137,8 @@ def build_server(host: str, port: int, service: StandinService) -> ThreadingHTTP
                 status, answer = HTTPStatus(error.http_status), error.body()
             except Exception:  # one bad request must not take the server down; answer as Google does
                 logger.exception("request failed: %s %s", method, self.path)
-                error = ApiError(13, "Internal error encountered.")
-                status, answer = HTTPStatus(error.http_status), error.body()
+                internal = ApiError(13, "Internal error encountered.")
+                status, answer = HTTPStatus(internal.http_status), internal.body()
             data = json.dumps(answer).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json; charset=UTF-8")
@@ -134,8 +146,17 @@ def build_server(host: str, port: int, service: StandinService) -> ThreadingHTTP
             self.end_headers()
             self.wfile.write(data)
             if not self.path.startswith("/healthz"):
-                logger.info(json.dumps({"message": "request", "method": method, "path": self.path,
-                                        "status": int(status), "ms": round(1000 * (time.monotonic() - started))}))
+                logger.info(
+                    json.dumps(
+                        {
+                            "message": "request",
+                            "method": method,
+                            "path": self.path,
+                            "status": int(status),
+                            "ms": round(1000 * (time.monotonic() - started)),
+                        }
+                    )
+                )
 
         def _body(self) -> dict[str, Any]:
             length = int(self.headers.get("Content-Length") or 0)
@@ -147,12 +168,14 @@ def build_server(host: str, port: int, service: StandinService) -> ThreadingHTTP
             try:
                 body = json.loads(raw)
             except json.JSONDecodeError as error:
-                raise ApiError(3, f"Invalid JSON payload received. {error.msg} at position {error.pos}.") from error
+                raise ApiError(
+                    3, f"Invalid JSON payload received. {error.msg} at position {error.pos}."
+                ) from error
             if not isinstance(body, dict):
                 raise ApiError(3, "Invalid JSON payload received: expected an object.")
             return body
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
+        def log_message(self, format: str, *args: Any) -> None:
             pass  # requests are logged as JSON in _serve
 
     server = ThreadingHTTPServer((host, port), Handler)

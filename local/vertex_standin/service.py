@@ -146,11 +146,21 @@ class StandinService:
             for stored in self.store.all(collection):
                 if _job_state(stored) in (JobState.RUNNING, JobState.CANCELLING):
                     _end_orphan(stored.internal.get("pid"))
-                    self._finish_job(stored, JobState.FAILED, rpc_status(
-                        10, "The Vertex AI stand-in restarted while this job was running; create the job again."))
+                    self._finish_job(
+                        stored,
+                        JobState.FAILED,
+                        rpc_status(
+                            10,
+                            "The Vertex AI stand-in restarted while this job was running; "
+                            "create the job again.",
+                        ),
+                    )
         for endpoint in self.store.all(ENDPOINTS):
             _end_orphan(endpoint.internal.get("pid"))
-            if endpoint.internal.get("artifact_uri") and endpoint.internal.get("status") in ("loading", "ready"):
+            if endpoint.internal.get("artifact_uri") and endpoint.internal.get("status") in (
+                "loading",
+                "ready",
+            ):
                 self._start_serving(endpoint)
 
     # --- tuning jobs ----------------------------------------------------------------------
@@ -174,31 +184,50 @@ class StandinService:
             "createTime": now,
             "updateTime": now,
         }
-        for key in ("baseModel", "customBaseModel", "description", "supervisedTuningSpec", "labels", "outputUri",
-                    "serviceAccount"):
+        for key in (
+            "baseModel",
+            "customBaseModel",
+            "description",
+            "supervisedTuningSpec",
+            "labels",
+            "outputUri",
+            "serviceAccount",
+        ):
             if key in request:
                 resource[key] = request[key]
-        return self.store.put(StoredResource(TUNING_JOBS, job_id, resource, {"project": parent.project})).resource
+        return self.store.put(
+            StoredResource(TUNING_JOBS, job_id, resource, {"project": parent.project})
+        ).resource
 
     def _check_quota(self) -> None:
-        active = sum(1 for c in JOB_COLLECTIONS for s in self.store.all(c) if _job_state(s) not in TERMINAL_STATES)
+        active = sum(
+            1 for c in JOB_COLLECTIONS for s in self.store.all(c) if _job_state(s) not in TERMINAL_STATES
+        )
         if active >= self.settings.max_concurrent_tuning_jobs:
-            raise ApiError(8, (
-                "Quota exceeded for quota metric 'Concurrent tuning jobs' of service aiplatform.googleapis.com: "
-                f"limit {self.settings.max_concurrent_tuning_jobs} running or pending job(s)."))
+            raise ApiError(
+                8,
+                (
+                    "Quota exceeded for quota metric 'Concurrent tuning jobs' of service "
+                    "aiplatform.googleapis.com: "
+                    f"limit {self.settings.max_concurrent_tuning_jobs} running or pending job(s)."
+                ),
+            )
 
     def get_job(self, name: ParsedName) -> dict[str, Any]:
         return self.store.require(name.collection, name.resource_id, name.name).resource
 
     def list_resources(self, parent: ParsedName, collection: str, query: dict[str, str]) -> dict[str, Any]:
-        items = [s.resource for s in self.store.all(collection)
-                 if s.resource["name"].startswith(parent.parent + "/")]
+        items = [
+            s.resource
+            for s in self.store.all(collection)
+            if s.resource["name"].startswith(parent.parent + "/")
+        ]
         matches = _compile_filter(query.get("filter", ""))
         items = [r for r in items if all(match(r) for match in matches)]
         items.sort(key=lambda r: (r.get("createTime", ""), r["name"]), reverse=True)  # newest first
         size = _int_param(query, "pageSize", DEFAULT_PAGE_SIZE) or DEFAULT_PAGE_SIZE
         offset = _decode_page_token(query.get("pageToken", ""))
-        page = items[offset: offset + size]
+        page = items[offset : offset + size]
         answer: dict[str, Any] = {collection: page}
         if offset + size < len(items):
             answer["nextPageToken"] = base64.urlsafe_b64encode(str(offset + size).encode()).decode()
@@ -208,7 +237,9 @@ class StandinService:
         stored = self.store.require(name.collection, name.resource_id, name.name)
         state = _job_state(stored)
         if state in TERMINAL_STATES:
-            raise ApiError(9, f"Job {name.name} is in state {stored.resource['state']} and cannot be cancelled.")
+            raise ApiError(
+                9, f"Job {name.name} is in state {stored.resource['state']} and cannot be cancelled."
+            )
         self._stop_worker(name.resource_id)
         self._finish_job(stored, JobState.CANCELLED, rpc_status(1, "CANCELED"))
         return {}
@@ -223,8 +254,11 @@ class StandinService:
         request = parse_body(body, pipeline_job.PipelineJob, "PipelineJob")
         template = str(request.get("templateUri", ""))
         if not any(f"/{name}/" in template + "/" for name in PALM_TEMPLATES):
-            raise ApiError(3, "templateUri: the stand-in runs only the PaLM tuning templates "
-                              f"({', '.join(PALM_TEMPLATES)}); got {template or 'none'}.")
+            raise ApiError(
+                3,
+                "templateUri: the stand-in runs only the PaLM tuning templates "
+                f"({', '.join(PALM_TEMPLATES)}); got {template or 'none'}.",
+            )
         parameters = _pipeline_parameters(request.get("runtimeConfig", {}))
         for required in ("dataset_uri", "large_model_reference"):
             if not parameters.get(required):
@@ -236,15 +270,24 @@ class StandinService:
             "name": f"{parent.parent}/pipelineJobs/{job_id}",
             "displayName": request.get("displayName") or _random_display_name(),
             "state": _state_name(PIPELINE_JOBS, JobState.PENDING),
-            "createTime": now, "updateTime": now,
+            "createTime": now,
+            "updateTime": now,
             "templateUri": template,
             "runtimeConfig": request.get("runtimeConfig", {}),
             "labels": request.get("labels", {}),
         }
         if "serviceAccount" in request:
             resource["serviceAccount"] = request["serviceAccount"]
-        stored = StoredResource(PIPELINE_JOBS, job_id, resource, {"project": parent.project, "parameters": parameters,
-                                                                  "chat": "tune-large-chat-model" in template})
+        stored = StoredResource(
+            PIPELINE_JOBS,
+            job_id,
+            resource,
+            {
+                "project": parent.project,
+                "parameters": parameters,
+                "chat": "tune-large-chat-model" in template,
+            },
+        )
         return self.store.put(stored).resource
 
     # --- the scheduler loop --------------------------------------------------------------
@@ -274,17 +317,38 @@ class StandinService:
         with (work / "worker.log").open("ab") as log:
             process = subprocess.Popen(
                 [sys.executable, "-m", "vertex_standin.training", str(plan_file)],
-                stdout=log, stderr=subprocess.STDOUT, env=offline_environment(), start_new_session=True,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=offline_environment(),
+                start_new_session=True,
             )
         self._workers[stored.resource_id] = process
         now = timestamp()
-        self._update(stored, lambda s: replace(
-            s, resource={**s.resource, "state": _state_name(s.collection, JobState.RUNNING), "startTime": now,
-                         "updateTime": now, **({"outputUri": plan.output_uri} if s.collection == TUNING_JOBS else {})},
-            internal={**s.internal, "pid": process.pid, "work_dir": plan.work_dir, "deploys_itself": deploys_itself,
-                      "output_uri": plan.output_uri}))
-        logger.info(json.dumps({"message": "training worker started", "job": stored.resource["name"],
-                                "pid": process.pid}))
+        self._update(
+            stored,
+            lambda s: replace(
+                s,
+                resource={
+                    **s.resource,
+                    "state": _state_name(s.collection, JobState.RUNNING),
+                    "startTime": now,
+                    "updateTime": now,
+                    **({"outputUri": plan.output_uri} if s.collection == TUNING_JOBS else {}),
+                },
+                internal={
+                    **s.internal,
+                    "pid": process.pid,
+                    "work_dir": plan.work_dir,
+                    "deploys_itself": deploys_itself,
+                    "output_uri": plan.output_uri,
+                },
+            ),
+        )
+        logger.info(
+            json.dumps(
+                {"message": "training worker started", "job": stored.resource["name"], "pid": process.pid}
+            )
+        )
 
     def _plan_for(self, stored: StoredResource) -> tuple[TrainingPlan, bool]:
         settings = self.settings
@@ -306,23 +370,43 @@ class StandinService:
         requested = str(spec.get("tuningMode", "")).removeprefix("TUNING_MODE_") or None
         mode = requested or allowed[0]
         if mode not in allowed:
-            raise ApiError(3, f"Tuning mode {mode} is not supported for base model {base_model}; "
-                              f"supported: {', '.join(allowed)}.")
+            raise ApiError(
+                3,
+                f"Tuning mode {mode} is not supported for base model {base_model}; "
+                f"supported: {', '.join(allowed)}.",
+            )
         epochs = int(hyper.get("epochCount", settings.default_epochs))
         if epochs < 1:
-            raise ApiError(3, f"supervisedTuningSpec.hyperParameters.epochCount must be at least 1; got {epochs}.")
+            raise ApiError(
+                3, f"supervisedTuningSpec.hyperParameters.epochCount must be at least 1; got {epochs}."
+            )
         rank = ADAPTER_RANKS.get(str(hyper.get("adapterSize", "")), 4 if deploys_itself else 8)
-        rate = float(hyper["learningRate"]) if "learningRate" in hyper else \
-            BASE_LEARNING_RATES[(settings.local_model_family, mode)] * float(hyper.get("learningRateMultiplier", 1.0))
-        output_uri = resource.get("outputUri") or \
-            f"gs://{settings.default_output_bucket}/tuningJobs/{stored.resource_id}"
+        rate = (
+            float(hyper["learningRate"])
+            if "learningRate" in hyper
+            else BASE_LEARNING_RATES[(settings.local_model_family, mode)]
+            * float(hyper.get("learningRateMultiplier", 1.0))
+        )
+        output_uri = (
+            resource.get("outputUri")
+            or f"gs://{settings.default_output_bucket}/tuningJobs/{stored.resource_id}"
+        )
         return TrainingPlan(
-            job_name=resource["name"], project=stored.internal.get("project", settings.project),
-            local_model_family=settings.local_model_family, model_cache_dir=str(settings.model_cache_dir),
-            tuning_mode=mode, adapter_rank=rank, learning_rate=rate,
-            training_dataset_uri=spec["trainingDatasetUri"], validation_dataset_uri=spec.get("validationDatasetUri"),
-            output_uri=output_uri, work_dir=work_dir, epochs=epochs, batch_size=settings.batch_size,
-            custom_base_model_uri=resource.get("customBaseModel"), torch_threads=settings.torch_threads,
+            job_name=resource["name"],
+            project=stored.internal.get("project", settings.project),
+            local_model_family=settings.local_model_family,
+            model_cache_dir=str(settings.model_cache_dir),
+            tuning_mode=mode,
+            adapter_rank=rank,
+            learning_rate=rate,
+            training_dataset_uri=spec["trainingDatasetUri"],
+            validation_dataset_uri=spec.get("validationDatasetUri"),
+            output_uri=output_uri,
+            work_dir=work_dir,
+            epochs=epochs,
+            batch_size=settings.batch_size,
+            custom_base_model_uri=resource.get("customBaseModel"),
+            torch_threads=settings.torch_threads,
         ), deploys_itself
 
     def _pipeline_plan(self, stored: StoredResource, work_dir: str) -> TrainingPlan:
@@ -336,18 +420,25 @@ class StandinService:
         on_tpu = str(parameters.get("accelerator_type", "GPU")).upper() == "TPU"
         batch = 24 if on_tpu and "32k" not in model else 8
         evaluation_uri = parameters.get("evaluation_data_uri") or None
-        output_dir = str(stored.resource.get("runtimeConfig", {}).get("gcsOutputDirectory") or
-                         f"gs://{settings.default_output_bucket}/pipelineJobs/{stored.resource_id}")
+        output_dir = str(
+            stored.resource.get("runtimeConfig", {}).get("gcsOutputDirectory")
+            or f"gs://{settings.default_output_bucket}/pipelineJobs/{stored.resource_id}"
+        )
         return TrainingPlan(
-            job_name=stored.resource["name"], project=stored.internal.get("project", settings.project),
-            local_model_family=settings.local_model_family, model_cache_dir=str(settings.model_cache_dir),
-            tuning_mode="PEFT_ADAPTER", adapter_rank=4,
+            job_name=stored.resource["name"],
+            project=stored.internal.get("project", settings.project),
+            local_model_family=settings.local_model_family,
+            model_cache_dir=str(settings.model_cache_dir),
+            tuning_mode="PEFT_ADAPTER",
+            adapter_rank=4,
             learning_rate=BASE_LEARNING_RATES[(settings.local_model_family, "PEFT_ADAPTER")]
             * float(parameters.get("learning_rate_multiplier", 1.0)),
             training_dataset_uri=str(parameters["dataset_uri"]),
             validation_dataset_uri=str(evaluation_uri) if evaluation_uri else None,
-            output_uri=output_dir.rstrip("/") + f"/{stored.resource_id}", work_dir=work_dir,
-            train_steps=int(parameters.get("train_steps", 300)), batch_size=batch,
+            output_uri=output_dir.rstrip("/") + f"/{stored.resource_id}",
+            work_dir=work_dir,
+            train_steps=int(parameters.get("train_steps", 300)),
+            batch_size=batch,
             default_context=str(parameters["default_context"]) if parameters.get("default_context") else None,
             evaluation_interval=int(parameters.get("evaluation_interval", 20)),
             enable_early_stopping=_truthy(parameters.get("enable_early_stopping", True)),
@@ -367,42 +458,73 @@ class StandinService:
         outcome = _read_json(work / "outcome.json")
         current = self.store.get(stored.collection, stored.resource_id) or stored
         if outcome is None:
-            logger.error(json.dumps({"message": "training worker crashed", "job": stored.resource["name"],
-                                     "exit_code": process.returncode, "log": str(work / "worker.log")}))
+            logger.error(
+                json.dumps(
+                    {
+                        "message": "training worker crashed",
+                        "job": stored.resource["name"],
+                        "exit_code": process.returncode,
+                        "log": str(work / "worker.log"),
+                    }
+                )
+            )
             self._finish_job(current, JobState.FAILED, rpc_status(13, INTERNAL_ERROR_MESSAGE))
         elif not outcome["ok"]:
-            self._finish_job(current, JobState.FAILED, rpc_status(int(outcome["code"]), str(outcome["message"])))
+            self._finish_job(
+                current, JobState.FAILED, rpc_status(int(outcome["code"]), str(outcome["message"]))
+            )
         else:
             self._succeed_job(current, outcome)
 
     def _succeed_job(self, stored: StoredResource, outcome: dict[str, Any]) -> None:
         parent = stored.resource["name"].rsplit(f"/{stored.collection}/", 1)[0]
         display = stored.resource.get("tunedModelDisplayName") or stored.resource.get("displayName", "")
-        model = self._create_model(parent, str(display), str(outcome["finalCheckpointUri"]),
-                                   stored.resource.get("labels", {}))
+        model = self._create_model(
+            parent, str(display), str(outcome["finalCheckpointUri"]), stored.resource.get("labels", {})
+        )
         tuned: dict[str, Any] = {"model": f"{model['name']}@1"}
         if stored.internal.get("deploys_itself"):
-            endpoint = self._create_endpoint(parent, str(display), model, stored.resource.get("labels", {}), None)
+            endpoint = self._create_endpoint(
+                parent, str(display), model, stored.resource.get("labels", {}), None
+            )
             tuned["endpoint"] = endpoint.resource["name"]
-        tuned["checkpoints"] = [{k: c[k] for k in ("checkpointId", "epoch", "step")} for c in outcome["checkpoints"]]
-        artifacts = {"finalCheckpointUri": outcome["finalCheckpointUri"], "checkpoints": outcome["checkpoints"],
-                     "stoppedEarly": outcome["stoppedEarly"], "trainingSeconds": outcome["trainingSeconds"]}
+        tuned["checkpoints"] = [
+            {k: c[k] for k in ("checkpointId", "epoch", "step")} for c in outcome["checkpoints"]
+        ]
+        artifacts = {
+            "finalCheckpointUri": outcome["finalCheckpointUri"],
+            "checkpoints": outcome["checkpoints"],
+            "stoppedEarly": outcome["stoppedEarly"],
+            "trainingSeconds": outcome["trainingSeconds"],
+        }
         key = "tunedModel" if stored.collection == TUNING_JOBS else "droptuneTunedModel"
-        self._update(stored, lambda s: replace(s, resource={**s.resource, key: tuned, "droptuneArtifacts": artifacts}))
-        self._finish_job(self.store.get(stored.collection, stored.resource_id) or stored, JobState.SUCCEEDED, None)
+        self._update(
+            stored, lambda s: replace(s, resource={**s.resource, key: tuned, "droptuneArtifacts": artifacts})
+        )
+        self._finish_job(
+            self.store.get(stored.collection, stored.resource_id) or stored, JobState.SUCCEEDED, None
+        )
 
     def _finish_job(self, stored: StoredResource, state: JobState, error: dict[str, Any] | None) -> None:
         now = timestamp()
 
         def finish(s: StoredResource) -> StoredResource:
-            resource = {**s.resource, "state": _state_name(s.collection, state), "endTime": now, "updateTime": now}
+            resource = {
+                **s.resource,
+                "state": _state_name(s.collection, state),
+                "endTime": now,
+                "updateTime": now,
+            }
             if error is not None:
                 resource["error"] = error
             return replace(s, resource=resource, internal={**s.internal, "pid": None})
 
         self._update(stored, finish)
-        logger.info(json.dumps({"message": "job ended", "job": stored.resource["name"], "state": state.value,
-                                "error": error}))
+        logger.info(
+            json.dumps(
+                {"message": "job ended", "job": stored.resource["name"], "state": state.value, "error": error}
+            )
+        )
 
     def _update(self, stored: StoredResource, change: Any) -> None:
         self.store.update(stored.collection, stored.resource_id, change)
@@ -422,28 +544,52 @@ class StandinService:
 
     # --- models, endpoints, deployment -----------------------------------------------------
 
-    def _create_model(self, parent: str, display_name: str, artifact_uri: str,
-                      labels: dict[str, str]) -> dict[str, Any]:
+    def _create_model(
+        self, parent: str, display_name: str, artifact_uri: str, labels: dict[str, str]
+    ) -> dict[str, Any]:
         model_id = self.store.new_id()
         now = timestamp()
         resource = {
-            "name": f"{parent}/models/{model_id}", "displayName": display_name or f"model-{model_id}",
-            "artifactUri": artifact_uri, "versionId": "1", "versionAliases": ["default"],
-            "createTime": now, "updateTime": now, "versionCreateTime": now, "versionUpdateTime": now,
-            "labels": labels, "supportedDeploymentResourcesTypes": ["DEDICATED_RESOURCES"],
+            "name": f"{parent}/models/{model_id}",
+            "displayName": display_name or f"model-{model_id}",
+            "artifactUri": artifact_uri,
+            "versionId": "1",
+            "versionAliases": ["default"],
+            "createTime": now,
+            "updateTime": now,
+            "versionCreateTime": now,
+            "versionUpdateTime": now,
+            "labels": labels,
+            "supportedDeploymentResourcesTypes": ["DEDICATED_RESOURCES"],
         }
         return self.store.put(StoredResource(MODELS, model_id, resource)).resource
 
-    def _create_endpoint(self, parent: str, display_name: str, model: dict[str, Any], labels: dict[str, str],
-                         dedicated_resources: dict[str, Any] | None) -> StoredResource:
+    def _create_endpoint(
+        self,
+        parent: str,
+        display_name: str,
+        model: dict[str, Any],
+        labels: dict[str, str],
+        dedicated_resources: dict[str, Any] | None,
+    ) -> StoredResource:
         endpoint_id = self.store.new_id()
         now = timestamp()
-        resource = {"name": f"{parent}/endpoints/{endpoint_id}", "displayName": display_name or endpoint_id,
-                    "createTime": now, "updateTime": now, "labels": labels}
-        internal = {"status": "loading", "artifact_uri": model["artifactUri"], "model": model["name"],
-                    "model_display_name": model["displayName"], "deployed_model_id": self.store.new_id(),
-                    "dedicated_resources": dedicated_resources or _default_dedicated_resources(),
-                    "project": parent.split("/")[1]}
+        resource = {
+            "name": f"{parent}/endpoints/{endpoint_id}",
+            "displayName": display_name or endpoint_id,
+            "createTime": now,
+            "updateTime": now,
+            "labels": labels,
+        }
+        internal = {
+            "status": "loading",
+            "artifact_uri": model["artifactUri"],
+            "model": model["name"],
+            "model_display_name": model["displayName"],
+            "deployed_model_id": self.store.new_id(),
+            "dedicated_resources": dedicated_resources or _default_dedicated_resources(),
+            "project": parent.split("/")[1],
+        }
         stored = self.store.put(StoredResource(ENDPOINTS, endpoint_id, resource, internal))
         return self._start_serving(stored)
 
@@ -462,8 +608,9 @@ class StandinService:
         display = str(model_config.get("modelDisplayName") or gcs_uri.rstrip("/").rsplit("/", 1)[-1])
         model = self._create_model(parent.parent, display, str(gcs_uri), {})
         resources = request.get("deployConfig", {}).get("dedicatedResources")
-        endpoint = self._create_endpoint(parent.parent, str(endpoint_config.get("endpointDisplayName") or display),
-                                         model, {}, resources)
+        endpoint = self._create_endpoint(
+            parent.parent, str(endpoint_config.get("endpointDisplayName") or display), model, {}, resources
+        )
         operation_id = self.store.new_id()
         operation = {"name": f"{parent.parent}/operations/{operation_id}", "done": False}
         self.store.put(StoredResource(OPERATIONS, operation_id, operation, {"version": "v1beta1"}))
@@ -477,14 +624,40 @@ class StandinService:
         ready_file.unlink(missing_ok=True)
         with (work / "worker.log").open("ab") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", "vertex_standin.serving", "--model-uri", str(endpoint.internal["artifact_uri"]),
-                 "--ready-file", str(ready_file), "--project", str(endpoint.internal.get("project", "")),
-                 "--work-dir", str(work), "--threads", str(self.settings.torch_threads)],
-                stdout=log, stderr=subprocess.STDOUT, env=offline_environment(), start_new_session=True,
+                [
+                    sys.executable,
+                    "-m",
+                    "vertex_standin.serving",
+                    "--model-uri",
+                    str(endpoint.internal["artifact_uri"]),
+                    "--ready-file",
+                    str(ready_file),
+                    "--project",
+                    str(endpoint.internal.get("project", "")),
+                    "--work-dir",
+                    str(work),
+                    "--threads",
+                    str(self.settings.torch_threads),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=offline_environment(),
+                start_new_session=True,
             )
         self._workers[f"endpoint-{endpoint.resource_id}"] = process
-        updated = self.store.update(ENDPOINTS, endpoint.resource_id, lambda s: replace(
-            s, internal={**s.internal, "status": "loading", "pid": process.pid, "ready_file": str(ready_file)}))
+        updated = self.store.update(
+            ENDPOINTS,
+            endpoint.resource_id,
+            lambda s: replace(
+                s,
+                internal={
+                    **s.internal,
+                    "status": "loading",
+                    "pid": process.pid,
+                    "ready_file": str(ready_file),
+                },
+            ),
+        )
         return updated or endpoint
 
     def _follow_serving(self, endpoint: StoredResource) -> None:
@@ -495,25 +668,50 @@ class StandinService:
         operation_id = endpoint.internal.get("operation_id")
         if ready is not None and "port" in ready:
             now = timestamp()
-            deployed = {"id": endpoint.internal["deployed_model_id"], "model": endpoint.internal["model"],
-                        "modelVersionId": "1", "displayName": endpoint.internal["model_display_name"],
-                        "createTime": now, "dedicatedResources": endpoint.internal["dedicated_resources"]}
-            self.store.update(ENDPOINTS, endpoint.resource_id, lambda s: replace(
-                s, resource={**s.resource, "deployedModels": [deployed],
-                             "trafficSplit": {deployed["id"]: 100}, "updateTime": now},
-                internal={**s.internal, "status": "ready", "port": ready["port"]}))
-            result: dict[str, Any] = {"response": {
-                "@type": "type.googleapis.com/google.cloud.aiplatform.v1beta1.DeployResponse",
-                "endpoint": endpoint.resource["name"], "model": f"{endpoint.internal['model']}@1"}}
+            deployed = {
+                "id": endpoint.internal["deployed_model_id"],
+                "model": endpoint.internal["model"],
+                "modelVersionId": "1",
+                "displayName": endpoint.internal["model_display_name"],
+                "createTime": now,
+                "dedicatedResources": endpoint.internal["dedicated_resources"],
+            }
+            self.store.update(
+                ENDPOINTS,
+                endpoint.resource_id,
+                lambda s: replace(
+                    s,
+                    resource={
+                        **s.resource,
+                        "deployedModels": [deployed],
+                        "trafficSplit": {deployed["id"]: 100},
+                        "updateTime": now,
+                    },
+                    internal={**s.internal, "status": "ready", "port": ready["port"]},
+                ),
+            )
+            result: dict[str, Any] = {
+                "response": {
+                    "@type": "type.googleapis.com/google.cloud.aiplatform.v1beta1.DeployResponse",
+                    "endpoint": endpoint.resource["name"],
+                    "model": f"{endpoint.internal['model']}@1",
+                }
+            }
         else:
             message = str(ready.get("error")) if ready else INTERNAL_ERROR_MESSAGE
             code = int(ready.get("code", 13)) if ready else 13
-            self.store.update(ENDPOINTS, endpoint.resource_id,
-                              lambda s: replace(s, internal={**s.internal, "status": "failed", "pid": None}))
+            self.store.update(
+                ENDPOINTS,
+                endpoint.resource_id,
+                lambda s: replace(s, internal={**s.internal, "status": "failed", "pid": None}),
+            )
             result = {"error": rpc_status(code, message)}
         if operation_id:
-            self.store.update(OPERATIONS, operation_id,
-                              lambda s: replace(s, resource={"name": s.resource["name"], "done": True, **result}))
+            self.store.update(
+                OPERATIONS,
+                operation_id,
+                lambda s: replace(s, resource={"name": s.resource["name"], "done": True, **result}),
+            )
 
     def get_operation(self, name: ParsedName) -> dict[str, Any]:
         return self.store.require(OPERATIONS, name.resource_id, name.name).resource
@@ -528,15 +726,26 @@ class StandinService:
     def undeploy(self, name: ParsedName, body: dict[str, Any], version: str) -> dict[str, Any]:
         endpoint = self.store.require(ENDPOINTS, name.resource_id, name.name)
         wanted = str(body.get("deployedModelId", ""))
-        if wanted != endpoint.internal.get("deployed_model_id") or not endpoint.resource.get("deployedModels"):
+        if wanted != endpoint.internal.get("deployed_model_id") or not endpoint.resource.get(
+            "deployedModels"
+        ):
             raise ApiError(5, f"Deployed model {wanted} not found on {name.name}.")
         self._stop_worker(f"endpoint-{name.resource_id}")
         now = timestamp()
-        self.store.update(ENDPOINTS, name.resource_id, lambda s: replace(
-            s, resource={k: v for k, v in s.resource.items() if k not in ("deployedModels", "trafficSplit")}
-            | {"updateTime": now}, internal={**s.internal, "status": "undeployed", "pid": None}))
-        return self._done_operation(name.parent, {
-            "@type": f"type.googleapis.com/google.cloud.aiplatform.{version}.UndeployModelResponse"})
+        self.store.update(
+            ENDPOINTS,
+            name.resource_id,
+            lambda s: replace(
+                s,
+                resource={k: v for k, v in s.resource.items() if k not in ("deployedModels", "trafficSplit")}
+                | {"updateTime": now},
+                internal={**s.internal, "status": "undeployed", "pid": None},
+            ),
+        )
+        return self._done_operation(
+            name.parent,
+            {"@type": f"type.googleapis.com/google.cloud.aiplatform.{version}.UndeployModelResponse"},
+        )
 
     def delete_endpoint(self, name: ParsedName) -> dict[str, Any]:
         endpoint = self.store.require(ENDPOINTS, name.resource_id, name.name)
@@ -555,24 +764,37 @@ class StandinService:
         """Hand a prediction request to the endpoint's serving worker and relay its answer."""
         endpoint = self.store.require(ENDPOINTS, name.resource_id, name.name)
         if endpoint.internal.get("status") != "ready":
-            raise ApiError(9, f"Endpoint {name.name} has no deployed model ready to serve "
-                              f"(status: {endpoint.internal.get('status', 'none')}).")
-        request = urllib.request.Request(  # noqa: S310 - a fixed http://127.0.0.1 URL to our own worker
-            f"http://127.0.0.1:{endpoint.internal['port']}/{route}", data=json.dumps(body).encode(),
-            headers={"Content-Type": "application/json"}, method="POST")
+            raise ApiError(
+                9,
+                f"Endpoint {name.name} has no deployed model ready to serve "
+                f"(status: {endpoint.internal.get('status', 'none')}).",
+            )
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{endpoint.internal['port']}/{route}",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
         try:
             with urllib.request.urlopen(request, timeout=PREDICT_TIMEOUT_S) as response:  # noqa: S310
                 answer: dict[str, Any] = json.loads(response.read())
         except urllib.error.HTTPError as error:
             detail = json.loads(error.read() or b"{}").get("error", {})
-            raise ApiError(int(detail.get("rpcCode", 13)), str(detail.get("message", INTERNAL_ERROR_MESSAGE))) \
-                from error
+            raise ApiError(
+                int(detail.get("rpcCode", 13)), str(detail.get("message", INTERNAL_ERROR_MESSAGE))
+            ) from error
         except (urllib.error.URLError, TimeoutError) as error:
             raise ApiError(14, f"The model server of {name.name} did not answer: {error}") from error
         deployed = endpoint.resource.get("deployedModels", [{}])[0]
         if route == "predict":
-            answer.update({"deployedModelId": deployed.get("id", ""), "model": deployed.get("model", ""),
-                           "modelVersionId": "1", "modelDisplayName": deployed.get("displayName", "")})
+            answer.update(
+                {
+                    "deployedModelId": deployed.get("id", ""),
+                    "model": deployed.get("model", ""),
+                    "modelVersionId": "1",
+                    "modelDisplayName": deployed.get("displayName", ""),
+                }
+            )
         return answer
 
 
@@ -581,9 +803,13 @@ def _with_progress(resource: dict[str, Any], progress: dict[str, Any]) -> dict[s
     latest: dict[str, float] = {}
     for point in progress.get("series", []):
         latest.update(point["values"])
-    metrics = {"latest": latest, "series": progress.get("series", []),
-               "currentStep": progress.get("currentStep", 0), "totalSteps": progress.get("totalSteps", 0),
-               "checkpoints": progress.get("checkpoints", [])}
+    metrics = {
+        "latest": latest,
+        "series": progress.get("series", []),
+        "currentStep": progress.get("currentStep", 0),
+        "totalSteps": progress.get("totalSteps", 0),
+        "checkpoints": progress.get("checkpoints", []),
+    }
     updated = {**resource, "droptuneMetrics": metrics, "updateTime": timestamp()}
     stats = progress.get("tuningDataStats")
     if stats and resource.get("supervisedTuningSpec") is not None:
@@ -610,34 +836,45 @@ def _truthy(value: Any) -> bool:
 
 def _compile_filter(expression: str) -> list[Any]:
     """The subset of AIP-160 the SDKs send: `field = "value"` terms joined by AND."""
-    matchers = []
+    matchers: list[Any] = []
     if not expression.strip():
         return matchers
     for term in re.split(r"\s+AND\s+", expression.strip(), flags=re.IGNORECASE):
         found = _TERMS.match(term)
         if found is None:
-            raise ApiError(3, f"Invalid filter: cannot parse {term!r}; expected field=\"value\" terms joined by AND.")
+            raise ApiError(
+                3, f'Invalid filter: cannot parse {term!r}; expected field="value" terms joined by AND.'
+            )
         field_name, operator, value = found.groups()
         key = _FILTER_FIELDS.get(field_name)
         if key is None and not field_name.startswith("labels."):
-            raise ApiError(3, f"Invalid filter: unsupported field {field_name!r}; supported: "
-                              f"{', '.join(sorted(_FILTER_FIELDS))}, labels.<key>.")
+            raise ApiError(
+                3,
+                f"Invalid filter: unsupported field {field_name!r}; supported: "
+                f"{', '.join(sorted(_FILTER_FIELDS))}, labels.<key>.",
+            )
 
         def read(resource: dict[str, Any], field_name: str = field_name, key: str | None = key) -> str:
             if key is None:
                 return str(resource.get("labels", {}).get(field_name.removeprefix("labels."), ""))
             return str(resource.get(key, ""))
 
-        def match(resource: dict[str, Any], read: Any = read, operator: str = operator, value: str = value) -> bool:
-            return (read(resource) == value) == (operator == "=")
+        def match(
+            resource: dict[str, Any], read: Any = read, operator: str = operator, value: str = value
+        ) -> bool:
+            return bool((read(resource) == value) == (operator == "="))
 
         matchers.append(match)
     return matchers
 
 
 _FILTER_FIELDS = {
-    "state": "state", "display_name": "displayName", "displayName": "displayName",
-    "tuned_model_display_name": "tunedModelDisplayName", "base_model": "baseModel", "baseModel": "baseModel",
+    "state": "state",
+    "display_name": "displayName",
+    "displayName": "displayName",
+    "tuned_model_display_name": "tunedModelDisplayName",
+    "base_model": "baseModel",
+    "baseModel": "baseModel",
 }
 
 
@@ -666,8 +903,15 @@ def _random_display_name() -> str:
 
 
 def _default_dedicated_resources() -> dict[str, Any]:
-    return {"machineSpec": {"machineType": "g2-standard-12", "acceleratorType": "NVIDIA_L4", "acceleratorCount": 1},
-            "minReplicaCount": 1, "maxReplicaCount": 1}
+    return {
+        "machineSpec": {
+            "machineType": "g2-standard-12",
+            "acceleratorType": "NVIDIA_L4",
+            "acceleratorCount": 1,
+        },
+        "minReplicaCount": 1,
+        "maxReplicaCount": 1,
+    }
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

@@ -67,7 +67,8 @@ class LoadedModel:
         torch.set_num_threads(max(1, threads))
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.tokenizer = AutoTokenizer.from_pretrained(str(folder))
-        self.model = AutoModelForCausalLM.from_pretrained(str(folder)).to(self.device).eval()
+        loaded: Any = AutoModelForCausalLM.from_pretrained(str(folder))
+        self.model = loaded.to(self.device).eval()
         self._lock = threading.Lock()  # one generation at a time: the model is not thread-safe
 
     def complete(self, prompt: str, options: SamplingOptions) -> Generation:
@@ -84,17 +85,20 @@ class LoadedModel:
         if not ids:
             raise BadRequestError("the prompt is empty")
         sampling = options.temperature > 0
-        settings: dict[str, Any] = {"max_new_tokens": options.max_tokens, "do_sample": sampling,
-                                    "pad_token_id": self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
-                                    "eos_token_id": self.tokenizer.eos_token_id}
+        settings: dict[str, Any] = {
+            "max_new_tokens": options.max_tokens,
+            "do_sample": sampling,
+            "pad_token_id": self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
+            "eos_token_id": self.tokenizer.eos_token_id,
+        }
         if sampling:
             settings.update(temperature=options.temperature, top_p=options.top_p, top_k=options.top_k)
         with self._lock, torch.no_grad():
             inputs = torch.tensor([ids], device=self.device)
             output = self.model.generate(input_ids=inputs, attention_mask=torch.ones_like(inputs), **settings)
-        new = output[0, len(ids):].tolist()
+        new = output[0, len(ids) :].tolist()
         finished = bool(new) and new[-1] == self.tokenizer.eos_token_id
-        text = self.tokenizer.decode(new, skip_special_tokens=True)
+        text = str(self.tokenizer.decode(new, skip_special_tokens=True))
         return Generation(text, len(ids), len(new), finished)
 
 
@@ -106,12 +110,18 @@ def answer_predict(model: LoadedModel, body: dict[str, Any]) -> dict[str, Any]:
     for index, instance in enumerate(instances):
         if not isinstance(instance, dict) or not isinstance(instance.get("prompt"), str):
             raise BadRequestError(f"instances[{index}].prompt must be a string")
-        options = SamplingOptions.from_values(instance.get("max_tokens"), instance.get("temperature"),
-                                              instance.get("top_p"), instance.get("top_k"))
+        options = SamplingOptions.from_values(
+            instance.get("max_tokens"),
+            instance.get("temperature"),
+            instance.get("top_p"),
+            instance.get("top_k"),
+        )
         generation = model.complete(instance["prompt"], options)
         # Model Garden's vLLM container echoes the prompt unless raw_response is set.
         raw = bool(instance.get("raw_response", False))
-        predictions.append(generation.text if raw else f"Prompt:\n{instance['prompt']}\nOutput:\n{generation.text}")
+        predictions.append(
+            generation.text if raw else f"Prompt:\n{instance['prompt']}\nOutput:\n{generation.text}"
+        )
     return {"predictions": predictions}
 
 
@@ -127,15 +137,23 @@ def answer_generate_content(model: LoadedModel, body: dict[str, Any]) -> dict[st
         role = "assistant" if content.get("role") == "model" else "user"
         messages.append({"role": role, "content": _parts_text(content)})
     config = body.get("generationConfig") or {}
-    options = SamplingOptions.from_values(config.get("maxOutputTokens", 64), config.get("temperature"),
-                                          config.get("topP"), config.get("topK"))
+    options = SamplingOptions.from_values(
+        config.get("maxOutputTokens", 64), config.get("temperature"), config.get("topP"), config.get("topK")
+    )
     generation = model.chat(messages, options)
     return {
-        "candidates": [{"content": {"role": "model", "parts": [{"text": generation.text}]},
-                        "finishReason": "STOP" if generation.finished else "MAX_TOKENS", "index": 0}],
-        "usageMetadata": {"promptTokenCount": generation.prompt_tokens,
-                          "candidatesTokenCount": generation.completion_tokens,
-                          "totalTokenCount": generation.prompt_tokens + generation.completion_tokens},
+        "candidates": [
+            {
+                "content": {"role": "model", "parts": [{"text": generation.text}]},
+                "finishReason": "STOP" if generation.finished else "MAX_TOKENS",
+                "index": 0,
+            }
+        ],
+        "usageMetadata": {
+            "promptTokenCount": generation.prompt_tokens,
+            "candidatesTokenCount": generation.completion_tokens,
+            "totalTokenCount": generation.prompt_tokens + generation.completion_tokens,
+        },
         "modelVersion": "1",
         "createTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "responseId": uuid.uuid4().hex,
@@ -160,21 +178,38 @@ def answer_chat_completions(model: LoadedModel, body: dict[str, Any]) -> dict[st
         if not isinstance(content, str):
             raise BadRequestError(f"messages[{index}].content must be text")
         turns.append({"role": str(message.get("role", "user")), "content": content})
-    options = SamplingOptions.from_values(body.get("max_completion_tokens", body.get("max_tokens", 64)),
-                                          body.get("temperature"), body.get("top_p"), body.get("top_k"))
+    options = SamplingOptions.from_values(
+        body.get("max_completion_tokens", body.get("max_tokens", 64)),
+        body.get("temperature"),
+        body.get("top_p"),
+        body.get("top_k"),
+    )
     generation = model.chat(turns, options)
     return {
-        "id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
+        "id": f"chatcmpl-{uuid.uuid4().hex}",
+        "object": "chat.completion",
+        "created": int(time.time()),
         "model": str(body.get("model", "")),
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": generation.text},
-                     "finish_reason": "stop" if generation.finished else "length"}],
-        "usage": {"prompt_tokens": generation.prompt_tokens, "completion_tokens": generation.completion_tokens,
-                  "total_tokens": generation.prompt_tokens + generation.completion_tokens},
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": generation.text},
+                "finish_reason": "stop" if generation.finished else "length",
+            }
+        ],
+        "usage": {
+            "prompt_tokens": generation.prompt_tokens,
+            "completion_tokens": generation.completion_tokens,
+            "total_tokens": generation.prompt_tokens + generation.completion_tokens,
+        },
     }
 
 
-ROUTES = {"predict": answer_predict, "generateContent": answer_generate_content,
-          "chat/completions": answer_chat_completions}
+ROUTES = {
+    "predict": answer_predict,
+    "generateContent": answer_generate_content,
+    "chat/completions": answer_chat_completions,
+}
 
 
 def serve(model: LoadedModel) -> ThreadingHTTPServer:
@@ -195,7 +230,7 @@ def serve(model: LoadedModel) -> ThreadingHTTPServer:
             self.end_headers()
             self.wfile.write(data)
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
+        def log_message(self, format: str, *args: Any) -> None:
             pass
 
     return ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -224,15 +259,28 @@ def main(argv: Sequence[str]) -> int:
         if args.model_uri.startswith("gs://"):
             folder = download_folder(args.model_uri, args.work_dir / "model", args.project)
         if not (folder / "config.json").exists():
-            raise DatasetUnreadableError(f"{args.model_uri} is not a Hugging Face model folder (no config.json)")
+            raise DatasetUnreadableError(
+                f"{args.model_uri} is not a Hugging Face model folder (no config.json)"
+            )
         model = LoadedModel(folder, args.threads)
     except (DatasetUnreadableError, GoogleAPIError, ValueError, OSError) as error:
-        _write_ready(args.ready_file, {"error": f"Model {args.model_uri} could not be loaded: {error}", "code": 3})
+        _write_ready(
+            args.ready_file, {"error": f"Model {args.model_uri} could not be loaded: {error}", "code": 3}
+        )
         return 1
     server = serve(model)
     _write_ready(args.ready_file, {"port": server.server_address[1], "pid": os.getpid()})
-    print(json.dumps({"severity": "INFO", "message": "model server ready", "model": args.model_uri,
-                      "port": server.server_address[1]}), flush=True)
+    print(
+        json.dumps(
+            {
+                "severity": "INFO",
+                "message": "model server ready",
+                "model": args.model_uri,
+                "port": server.server_address[1],
+            }
+        ),
+        flush=True,
+    )
     server.serve_forever()
     return 0
 

@@ -16,7 +16,7 @@ import google_crc32c
 
 
 def _masked_crc(data: bytes) -> int:
-    crc = google_crc32c.value(data)
+    crc = int(google_crc32c.value(data))
     return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
 
 
@@ -36,14 +36,17 @@ def _length_delimited(field: int, payload: bytes) -> bytes:
     return _varint(field << 3 | 2) + _varint(len(payload)) + payload
 
 
-def _event(wall_time: float, step: int, *, file_version: str | None = None,
-           scalars: dict[str, float] | None = None) -> bytes:
+def _event(
+    wall_time: float, step: int, *, file_version: str | None = None, scalars: dict[str, float] | None = None
+) -> bytes:
     body = _varint(1 << 3 | 1) + struct.pack("<d", wall_time) + _varint(2 << 3 | 0) + _varint(step)
     if file_version is not None:
         body += _length_delimited(3, file_version.encode())
     if scalars:
         values = b"".join(
-            _length_delimited(1, _length_delimited(1, tag.encode()) + _varint(2 << 3 | 5) + struct.pack("<f", value))
+            _length_delimited(
+                1, _length_delimited(1, tag.encode()) + _varint(2 << 3 | 5) + struct.pack("<f", value)
+            )
             for tag, value in scalars.items()
         )
         body += _length_delimited(5, values)
@@ -65,7 +68,12 @@ class ScalarEventWriter:
     def _write(self, record: bytes) -> None:
         header = struct.pack("<Q", len(record))
         with self.path.open("ab") as handle:
-            handle.write(header + struct.pack("<I", _masked_crc(header)) + record + struct.pack("<I", _masked_crc(record)))
+            handle.write(
+                header
+                + struct.pack("<I", _masked_crc(header))
+                + record
+                + struct.pack("<I", _masked_crc(record))
+            )
 
 
 def read_scalar_tags(path: Path) -> set[str]:
@@ -75,7 +83,7 @@ def read_scalar_tags(path: Path) -> set[str]:
     offset = 0
     while offset < len(data):
         (length,) = struct.unpack_from("<Q", data, offset)
-        record = data[offset + 12: offset + 12 + length]
+        record = data[offset + 12 : offset + 12 + length]
         (crc,) = struct.unpack_from("<I", data, offset + 12 + length)
         if crc != _masked_crc(record):
             raise ValueError(f"{path}: corrupt record at byte {offset}")
@@ -86,7 +94,7 @@ def read_scalar_tags(path: Path) -> set[str]:
 
 def _tags_in(record: bytes) -> list[str]:
     # Walk only what _event writes: the summary (field 5) holds values whose field 1 is the tag.
-    found = []
+    found: list[str] = []
     for field, payload in _fields(record):
         if field == 5:
             for value_field, value in _fields(payload):
@@ -110,7 +118,7 @@ def _fields(message: bytes) -> list[tuple[int, bytes]]:
             offset += 4
             continue
         length, offset = _read_varint(message, offset)
-        out.append((field, message[offset: offset + length]))
+        out.append((field, message[offset : offset + length]))
         offset += length
     return out
 

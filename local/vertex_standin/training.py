@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 
 MAX_CHECKPOINTS = 10  # the service keeps at most ten intermediate checkpoints (M1.8)
 IGNORED_LABEL = -100
+METRICS_UPLOAD_INTERVAL_S = 15.0
 
 
 @dataclass(frozen=True)
@@ -114,8 +115,11 @@ class ProgressReport:
         if not force and time.monotonic() - self._last_write < 0.5:
             return
         document = {
-            "series": self.series, "checkpoints": self.checkpoints, "tuningDataStats": self.data_stats,
-            "currentStep": self.current_step, "totalSteps": self.total_steps,
+            "series": self.series,
+            "checkpoints": self.checkpoints,
+            "tuningDataStats": self.data_stats,
+            "currentStep": self.current_step,
+            "totalSteps": self.total_steps,
         }
         scratch = self.path.with_suffix(".tmp")
         scratch.write_text(json.dumps(document))
@@ -123,7 +127,7 @@ class ProgressReport:
         self._last_write = time.monotonic()
 
 
-def run_plan(plan: TrainingPlan) -> dict[str, Any]:
+def run_plan(plan: TrainingPlan) -> dict[str, Any]:  # noqa: PLR0912, PLR0915 - one loop, read top to bottom
     """Train, write every artifact, return the outcome (what the server puts on the job)."""
     import torch
 
@@ -141,10 +145,7 @@ def run_plan(plan: TrainingPlan) -> dict[str, Any]:
     validation_set, _ = _encode_all(validation_rows, tokenizer, plan.max_sequence_length)
 
     steps_per_epoch = math.ceil(len(train_set) / plan.batch_size)
-    if plan.train_steps is not None:
-        total_steps = plan.train_steps
-    else:
-        total_steps = steps_per_epoch * (plan.epochs or 1)
+    total_steps = plan.train_steps if plan.train_steps is not None else steps_per_epoch * (plan.epochs or 1)
     epochs_equivalent = total_steps / steps_per_epoch
     train_tokens = sum(len(e.input_ids) for e in train_set)
     progress.total_steps = total_steps
@@ -164,9 +165,16 @@ def run_plan(plan: TrainingPlan) -> dict[str, Any]:
         from peft import LoraConfig, get_peft_model
 
         # Adapter size is the LoRA rank; alpha = 2 x rank keeps the update scale stable across sizes.
-        model = get_peft_model(model, LoraConfig(r=plan.adapter_rank, lora_alpha=2 * plan.adapter_rank,
-                                                 lora_dropout=0.0, target_modules="all-linear",
-                                                 task_type="CAUSAL_LM"))
+        model = get_peft_model(
+            model,
+            LoraConfig(
+                r=plan.adapter_rank,
+                lora_alpha=2 * plan.adapter_rank,
+                lora_dropout=0.0,
+                target_modules="all-linear",
+                task_type="CAUSAL_LM",
+            ),
+        )
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=plan.learning_rate, weight_decay=0.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1.0 - step / total_steps))
@@ -177,11 +185,20 @@ def run_plan(plan: TrainingPlan) -> dict[str, Any]:
     eval_steps = _evaluation_steps(plan, steps_per_epoch, total_steps) if validation_set else set()
     pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id)
 
+    last_upload = time.monotonic()
+
     def log(step: int, values: dict[str, float]) -> None:
-        progress.record(step, step / steps_per_epoch, values, force=any(k.startswith("/eval") for k in values))
+        nonlocal last_upload
+        progress.record(
+            step, step / steps_per_epoch, values, force=any(k.startswith("/eval") for k in values)
+        )
         events.add_scalars(step, values)
         with metrics_log.open("a") as handle:
             handle.write(json.dumps({"step": step, **values}) + "\n")
+        # Readers of the bucket see metrics while the job runs, not only at checkpoints.
+        if plan.upload and time.monotonic() - last_upload > METRICS_UPLOAD_INTERVAL_S:
+            _upload_metrics(plan, work)
+            last_upload = time.monotonic()
 
     best_eval = math.inf
     evaluations_without_gain = 0
@@ -195,16 +212,19 @@ def run_plan(plan: TrainingPlan) -> dict[str, Any]:
         loss_sum, correct, count = _forward_metrics(model, batch)
         loss = loss_sum / count.clamp(min=1)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]
         torch.nn.utils.clip_grad_norm_(trainable, 1.0)
         optimizer.step()
         scheduler.step()
         n = int(count.item())
-        log(step, {
-            "/train_total_loss": float(loss.item()),
-            "/train_fraction_of_correct_next_step_preds": float(correct.item()) / max(n, 1),
-            "/train_num_predictions": float(n),
-        })
+        log(
+            step,
+            {
+                "/train_total_loss": float(loss.item()),
+                "/train_fraction_of_correct_next_step_preds": float(correct.item()) / max(n, 1),
+                "/train_num_predictions": float(n),
+            },
+        )
         if step in eval_steps:
             eval_values = _evaluate(model, validation_set, plan.batch_size, pad_id, device)
             log(step, eval_values)
@@ -219,7 +239,15 @@ def run_plan(plan: TrainingPlan) -> dict[str, Any]:
             if plan.enable_early_stopping and evaluations_without_gain >= 3:
                 stopped_early = True
         if step in save_steps or stopped_early:
-            _publish_checkpoint(plan, model, tokenizer, work, step, step / steps_per_epoch, progress)
+            _publish_checkpoint(
+                plan=plan,
+                model=model,
+                tokenizer=tokenizer,
+                work=work,
+                step=step,
+                epoch=step / steps_per_epoch,
+                progress=progress,
+            )
         if stopped_early:
             break
     training_seconds = time.monotonic() - started
@@ -260,11 +288,13 @@ def _load_base_model(plan: TrainingPlan, work: Path) -> tuple[Any, Any]:
         try:
             folder = download_folder(plan.custom_base_model_uri, work / "custom_base_model", plan.project)
         except (DatasetUnreadableError, NotFound, ValueError) as error:
-            raise TrainingInputError(f"Custom base model {plan.custom_base_model_uri} could not be read: {error}") \
-                from error
+            raise TrainingInputError(
+                f"Custom base model {plan.custom_base_model_uri} could not be read: {error}"
+            ) from error
         if not (folder / "config.json").exists():
             raise TrainingInputError(
-                f"Custom base model {plan.custom_base_model_uri} is not a Hugging Face folder (no config.json)"
+                f"Custom base model {plan.custom_base_model_uri} is not a Hugging Face folder "
+                "(no config.json)"
             )
     else:
         try:
@@ -301,7 +331,9 @@ def _ids(tokenizer: Any, text: str) -> list[int]:
 def _render(tokenizer: Any, messages: Sequence[dict[str, str]], generation_prompt: bool) -> str:
     if not messages:
         return ""
-    return str(tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=generation_prompt))
+    return str(
+        tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=generation_prompt)
+    )
 
 
 def _encode_chat(example: ChatExample, tokenizer: Any) -> EncodedExample:
@@ -318,15 +350,17 @@ def _encode_chat(example: ChatExample, tokenizer: Any) -> EncodedExample:
         after = _render(tokenizer, messages[: index + 1], generation_prompt=False)
         if not before.startswith(rendered) or not after.startswith(before):
             raise TrainingInputError("the model's chat template does not render conversations prefix-stably")
-        context_ids = _ids(tokenizer, before[len(rendered):])
-        answer_ids = _ids(tokenizer, after[len(before):])
+        context_ids = _ids(tokenizer, before[len(rendered) :])
+        answer_ids = _ids(tokenizer, after[len(before) :])
         input_ids += context_ids + answer_ids
         labels += [IGNORED_LABEL] * len(context_ids) + answer_ids
         rendered = after
     return EncodedExample(input_ids, labels)
 
 
-def _encode_all(rows: list[TrainingExample], tokenizer: Any, max_length: int) -> tuple[list[EncodedExample], list[int]]:
+def _encode_all(
+    rows: list[TrainingExample], tokenizer: Any, max_length: int
+) -> tuple[list[EncodedExample], list[int]]:
     encoded, truncated = [], []
     for index, row in enumerate(rows):
         example = encode_example(row, tokenizer)
@@ -341,8 +375,11 @@ def _checkpoint_steps(plan: TrainingPlan, steps_per_epoch: int, total_steps: int
     if plan.train_steps is None:
         epochs = plan.epochs or 1
         # One per epoch when there are at most ten; otherwise ten spread over the run (M1.8).
-        chosen = range(1, epochs + 1) if epochs <= MAX_CHECKPOINTS else {
-            math.ceil(k * epochs / MAX_CHECKPOINTS) for k in range(1, MAX_CHECKPOINTS + 1)}
+        chosen = (
+            range(1, epochs + 1)
+            if epochs <= MAX_CHECKPOINTS
+            else {math.ceil(k * epochs / MAX_CHECKPOINTS) for k in range(1, MAX_CHECKPOINTS + 1)}
+        )
         return {min(epoch * steps_per_epoch, total_steps) for epoch in chosen}
     count = min(MAX_CHECKPOINTS, total_steps)
     return {math.ceil(k * total_steps / count) for k in range(1, count + 1)}
@@ -351,11 +388,14 @@ def _checkpoint_steps(plan: TrainingPlan, steps_per_epoch: int, total_steps: int
 def _evaluation_steps(plan: TrainingPlan, steps_per_epoch: int, total_steps: int) -> set[int]:
     if plan.train_steps is not None and plan.evaluation_interval:
         return {*range(plan.evaluation_interval, total_steps + 1, plan.evaluation_interval), total_steps}
-    return {min(e * steps_per_epoch, total_steps) for e in range(1, math.ceil(total_steps / steps_per_epoch) + 1)}
+    return {
+        min(e * steps_per_epoch, total_steps) for e in range(1, math.ceil(total_steps / steps_per_epoch) + 1)
+    }
 
 
-def _batches(examples: list[EncodedExample], batch_size: int, total_steps: int, pad_id: int,
-             device: torch.device) -> Iterator[dict[str, torch.Tensor]]:
+def _batches(
+    examples: list[EncodedExample], batch_size: int, total_steps: int, pad_id: int, device: torch.device
+) -> Iterator[dict[str, torch.Tensor]]:
     import torch
 
     generator = torch.Generator().manual_seed(0)
@@ -365,7 +405,7 @@ def _batches(examples: list[EncodedExample], batch_size: int, total_steps: int, 
         for start in range(0, len(order), batch_size):
             if produced == total_steps:
                 return
-            yield _collate([examples[i] for i in order[start: start + batch_size]], pad_id, device)
+            yield _collate([examples[i] for i in order[start : start + batch_size]], pad_id, device)
             produced += 1
 
 
@@ -384,29 +424,37 @@ def _collate(examples: list[EncodedExample], pad_id: int, device: torch.device) 
     return {"input_ids": ids.to(device), "labels": labels.to(device), "attention_mask": mask.to(device)}
 
 
-def _forward_metrics(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _forward_metrics(
+    model: Any, batch: dict[str, torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Summed cross-entropy, correct next-token predictions and their count, on labelled tokens only."""
-    import torch.nn.functional as functional
+    from torch.nn import functional
 
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
     targets = batch["labels"][:, 1:]
     labelled = targets != IGNORED_LABEL
-    loss_sum = functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1),
-                                        ignore_index=IGNORED_LABEL, reduction="sum")
+    loss_sum = functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]).float(),
+        targets.reshape(-1),
+        ignore_index=IGNORED_LABEL,
+        reduction="sum",
+    )
     correct = ((logits.argmax(-1) == targets) & labelled).sum()
     return loss_sum, correct, labelled.sum()
 
 
-def _evaluate(model: Any, examples: list[EncodedExample], batch_size: int, pad_id: int,
-              device: torch.device) -> dict[str, float]:
+def _evaluate(
+    model: Any, examples: list[EncodedExample], batch_size: int, pad_id: int, device: torch.device
+) -> dict[str, float]:
     import torch
 
     model.eval()
     loss_total, correct_total, count_total = 0.0, 0, 0
     with torch.no_grad():
         for start in range(0, len(examples), batch_size):
-            loss_sum, correct, count = _forward_metrics(model, _collate(examples[start: start + batch_size],
-                                                                        pad_id, device))
+            loss_sum, correct, count = _forward_metrics(
+                model, _collate(examples[start : start + batch_size], pad_id, device)
+            )
             loss_total += float(loss_sum.item())
             correct_total += int(correct.item())
             count_total += int(count.item())
@@ -430,8 +478,16 @@ def _save_model_folder(model: Any, tokenizer: Any, folder: Path) -> None:
     name_shards_as_vertex(folder)
 
 
-def _publish_checkpoint(plan: TrainingPlan, model: Any, tokenizer: Any, work: Path, step: int, epoch: float,
-                        progress: ProgressReport) -> None:
+def _publish_checkpoint(
+    *,
+    plan: TrainingPlan,
+    model: Any,
+    tokenizer: Any,
+    work: Path,
+    step: int,
+    epoch: float,
+    progress: ProgressReport,
+) -> None:
     folder = work / "checkpoints" / f"checkpoint-{step}"
     _save_model_folder(model, tokenizer, folder)
     uri = f"{plan.output_uri.rstrip('/')}/{CHECKPOINTS_FOLDER}/checkpoint-{step}"
@@ -439,10 +495,14 @@ def _publish_checkpoint(plan: TrainingPlan, model: Any, tokenizer: Any, work: Pa
         upload_folder(folder, uri, plan.project)
         _upload_metrics(plan, work)
         shutil.rmtree(folder)  # the bucket holds it now; full checkpoints of real models are large
-    progress.checkpoints.append({
-        "checkpointId": str(len(progress.checkpoints) + 1), "epoch": str(max(1, math.ceil(epoch - 1e-9))),
-        "step": str(step), "uri": uri,
-    })
+    progress.checkpoints.append(
+        {
+            "checkpointId": str(len(progress.checkpoints) + 1),
+            "epoch": str(max(1, math.ceil(epoch - 1e-9))),
+            "step": str(step),
+            "uri": uri,
+        }
+    )
     progress.write()
 
 
@@ -452,8 +512,9 @@ def _upload_metrics(plan: TrainingPlan, work: Path) -> None:
     from vertex_standin.artifacts import split_gs_uri, storage_client
 
     bucket, path = split_gs_uri(f"{base}/metrics.jsonl")
-    storage_client(plan.project).bucket(bucket).blob(path).upload_from_filename(str(work / "metrics.jsonl"),
-                                                                                timeout=120)
+    storage_client(plan.project).bucket(bucket).blob(path).upload_from_filename(
+        str(work / "metrics.jsonl"), timeout=120
+    )
 
 
 def main(argv: Sequence[str]) -> int:
@@ -468,8 +529,17 @@ def main(argv: Sequence[str]) -> int:
     scratch = plan.outcome_file.with_suffix(".tmp")
     scratch.write_text(json.dumps(outcome))
     scratch.replace(plan.outcome_file)
-    print(json.dumps({"severity": "INFO", "message": "training worker finished", "job": plan.job_name,
-                      "ok": outcome["ok"]}), flush=True)
+    print(
+        json.dumps(
+            {
+                "severity": "INFO",
+                "message": "training worker finished",
+                "job": plan.job_name,
+                "ok": outcome["ok"],
+            }
+        ),
+        flush=True,
+    )
     return 0
 
 

@@ -35,8 +35,13 @@ class ChatExample:
 TrainingExample = CompletionExample | ChatExample
 
 # GenerateContent uses "model" for the assistant; PaLM chat names the speaker "author".
-_ROLE_ALIASES = {"user": "user", "model": "assistant", "assistant": "assistant", "system": "system",
-                 "bot": "assistant"}
+_ROLE_ALIASES = {
+    "user": "user",
+    "model": "assistant",
+    "assistant": "assistant",
+    "system": "system",
+    "bot": "assistant",
+}
 
 
 def parse_dataset(text: str, source: str, default_context: str | None = None) -> list[TrainingExample]:
@@ -105,7 +110,9 @@ def _content_text(content: Any, where: str) -> str:
         return content
     # Multimodal chat content is a list of parts; the local models are text-only, so keep the text.
     if isinstance(content, list):
-        texts = [part.get("text", "") for part in content if isinstance(part, dict) and part.get("type") == "text"]
+        texts = [
+            part.get("text", "") for part in content if isinstance(part, dict) and part.get("type") == "text"
+        ]
         return "".join(texts)
     raise DatasetFormatError(f"{where} must be a string or a list of parts")
 
@@ -131,7 +138,9 @@ def _parse_generate_content(row: dict[str, Any]) -> ChatExample:
 def _parts_text(parts: Any, where: str) -> str:
     if not isinstance(parts, list):
         raise DatasetFormatError(f"{where} must be a list")
-    return "".join(part["text"] for part in parts if isinstance(part, dict) and isinstance(part.get("text"), str))
+    return "".join(
+        part["text"] for part in parts if isinstance(part, dict) and isinstance(part.get("text"), str)
+    )
 
 
 def _checked_chat(turns: list[ChatTurn]) -> ChatExample:

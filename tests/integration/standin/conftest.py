@@ -49,7 +49,9 @@ def _wait_for_http(url: str, process: subprocess.Popen[bytes], log: Path) -> Non
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"{process.args} exited with {process.returncode}: {log.read_text()[-2000:]}")
+            raise RuntimeError(
+                f"{process.args!r} exited with {process.returncode}: {log.read_text()[-2000:]}"
+            )
         with contextlib.suppress(requests.RequestException):
             if requests.get(url, timeout=2).status_code < 500:
                 return
@@ -73,8 +75,20 @@ def storage_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     log = tmp_path_factory.mktemp("fake-gcs") / "fake-gcs.log"
     with log.open("wb") as sink:
         process = subprocess.Popen(
-            [str(_fake_gcs_binary()), "-scheme", "http", "-backend", "memory", "-host", "127.0.0.1",
-             "-port", str(port)], stdout=sink, stderr=subprocess.STDOUT)
+            [
+                str(_fake_gcs_binary()),
+                "-scheme",
+                "http",
+                "-backend",
+                "memory",
+                "-host",
+                "127.0.0.1",
+                "-port",
+                str(port),
+            ],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
     url = f"http://127.0.0.1:{port}"
     previous = os.environ.get("STORAGE_EMULATOR_HOST")
     os.environ["STORAGE_EMULATOR_HOST"] = url
@@ -92,9 +106,9 @@ def storage_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def gcs(storage_emulator: str) -> Any:
     from google.auth.credentials import AnonymousCredentials
-    from google.cloud import storage
+    from google.cloud import storage  # type: ignore[attr-defined]
 
-    return storage.Client(project=PROJECT, credentials=AnonymousCredentials())
+    return storage.Client(project=PROJECT, credentials=AnonymousCredentials())  # type: ignore[no-untyped-call]
 
 
 @dataclass
@@ -106,20 +120,44 @@ class StandinServer:
 
     def stored_internal(self, collection: str, resource_name: str) -> dict[str, Any]:
         """What the stand-in keeps beside a resource (its worker's pid), for crash simulation."""
-        document = json.loads((self.state_dir / "resources" / collection /
-                               f"{resource_name.rsplit('/', 1)[-1]}.json").read_text())
+        document = json.loads(
+            (
+                self.state_dir / "resources" / collection / f"{resource_name.rsplit('/', 1)[-1]}.json"
+            ).read_text()
+        )
         internal: dict[str, Any] = document["internal"]
         return internal
 
 
 def start_standin(state_dir: Path, model_cache: Path, quota: int = 3) -> StandinServer:
-    log = state_dir.parent / f"{state_dir.name}-{time.time_ns()}.log"  # one per start: a restart must not read the old port
+    log = (
+        state_dir.parent / f"{state_dir.name}-{time.time_ns()}.log"
+    )  # one per start: a restart must not read the old port
     with log.open("ab") as sink:
         process = subprocess.Popen(
-            [sys.executable, "-m", "vertex_standin", "--port", "0", "--state-dir", str(state_dir),
-             "--project", PROJECT, "--model-cache-dir", str(model_cache), "--base-model", "tiny",
-             "--max-concurrent-tuning-jobs", str(quota), "--threads", "1"],
-            stdout=sink, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+            [
+                sys.executable,
+                "-m",
+                "vertex_standin",
+                "--port",
+                "0",
+                "--state-dir",
+                str(state_dir),
+                "--project",
+                PROJECT,
+                "--model-cache-dir",
+                str(model_cache),
+                "--base-model",
+                "tiny",
+                "--max-concurrent-tuning-jobs",
+                str(quota),
+                "--threads",
+                "1",
+            ],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        )
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     port = None
     while port is None and time.monotonic() < deadline:
@@ -145,7 +183,9 @@ def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def standin(storage_emulator: str, model_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[StandinServer]:
+def standin(
+    storage_emulator: str, model_cache: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[StandinServer]:
     server = start_standin(tmp_path_factory.mktemp("standin") / "state", model_cache)
     try:
         yield server
@@ -160,8 +200,13 @@ def vertex(standin: StandinServer) -> str:
     import vertexai
 
     warnings.filterwarnings("ignore", message=".*deprecated as of June 24, 2025.*")
-    vertexai.init(project=PROJECT, location=LOCATION, api_endpoint=standin.url, api_transport="rest",
-                  credentials=google.auth.credentials.AnonymousCredentials())  # type: ignore[no-untyped-call]
+    vertexai.init(
+        project=PROJECT,
+        location=LOCATION,
+        api_endpoint=standin.url,
+        api_transport="rest",
+        credentials=google.auth.credentials.AnonymousCredentials(),  # type: ignore[no-untyped-call]
+    )
     return standin.url
 
 
@@ -173,9 +218,13 @@ def genai_client(standin: StandinServer) -> Any:
 
     warnings.filterwarnings("ignore", message=".*experimental.*")
     # A static token: google-genai refreshes anonymous credentials and fails.
-    return genai.Client(vertexai=True, project=PROJECT, location=LOCATION,
-                        http_options=types.HttpOptions(base_url=standin.url),
-                        credentials=google.oauth2.credentials.Credentials(token="local-dev"))
+    return genai.Client(
+        vertexai=True,
+        project=PROJECT,
+        location=LOCATION,
+        http_options=types.HttpOptions(base_url=standin.url),
+        credentials=google.oauth2.credentials.Credentials(token="local-dev"),  # type: ignore[no-untyped-call]
+    )
 
 
 CAPITALS = [("France", "Paris"), ("Peru", "Lima"), ("Norway", "Oslo"), ("Italy", "Rome"), ("Japan", "Tokyo")]
@@ -189,31 +238,58 @@ def _open_model_rows(count: int) -> list[dict[str, Any]]:
         if index % 3 == 0:
             rows.append({"prompt": f"Capital of {country}:", "completion": f" {capital}"})
         elif index % 3 == 1:
-            rows.append({"messages": [{"role": "system", "content": "Answer briefly."},
-                                      {"role": "user", "content": f"What is the capital of {country}?"},
-                                      {"role": "assistant", "content": f"{capital}."}]})
+            rows.append(
+                {
+                    "messages": [
+                        {"role": "system", "content": "Answer briefly."},
+                        {"role": "user", "content": f"What is the capital of {country}?"},
+                        {"role": "assistant", "content": f"{capital}."},
+                    ]
+                }
+            )
         else:
-            rows.append({"systemInstruction": {"parts": [{"text": "Geography."}]},
-                         "contents": [{"role": "user", "parts": [{"text": f"Capital of {country}?"}]},
-                                      {"role": "model", "parts": [{"text": capital}]}]})
+            rows.append(
+                {
+                    "systemInstruction": {"parts": [{"text": "Geography."}]},
+                    "contents": [
+                        {"role": "user", "parts": [{"text": f"Capital of {country}?"}]},
+                        {"role": "model", "parts": [{"text": capital}]},
+                    ],
+                }
+            )
     return rows
 
 
 def _translation_rows(count: int) -> list[dict[str, Any]]:
     pairs = [("Hello.", "Hola."), ("Thank you.", "Gracias."), ("Good night.", "Buenas noches.")]
-    return [{"contents": [{"role": "user", "parts": [{"text": f"English: {en} Spanish:"}]},
-                          {"role": "model", "parts": [{"text": es}]}]}
-            for en, es in (pairs[i % len(pairs)] for i in range(count))]
+    return [
+        {
+            "contents": [
+                {"role": "user", "parts": [{"text": f"English: {en} Spanish:"}]},
+                {"role": "model", "parts": [{"text": es}]},
+            ]
+        }
+        for en, es in (pairs[i % len(pairs)] for i in range(count))
+    ]
 
 
 def _palm_text_rows(count: int) -> list[dict[str, Any]]:
-    return [{"input_text": f"Capital of {c}:", "output_text": f" {k}", "context": "ignored"}
-            for c, k in (CAPITALS[i % len(CAPITALS)] for i in range(count))]
+    return [
+        {"input_text": f"Capital of {c}:", "output_text": f" {k}", "context": "ignored"}
+        for c, k in (CAPITALS[i % len(CAPITALS)] for i in range(count))
+    ]
 
 
 def _palm_chat_rows(count: int) -> list[dict[str, Any]]:
-    return [{"messages": [{"author": "user", "content": f"Capital of {c}?"}, {"author": "assistant", "content": k}]}
-            for c, k in (CAPITALS[i % len(CAPITALS)] for i in range(count))]
+    return [
+        {
+            "messages": [
+                {"author": "user", "content": f"Capital of {c}?"},
+                {"author": "assistant", "content": k},
+            ]
+        }
+        for c, k in (CAPITALS[i % len(CAPITALS)] for i in range(count))
+    ]
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,9 @@ pytestmark = [pytest.mark.integration]
 
 PARENT = f"projects/{PROJECT}/locations/{LOCATION}"
 TEXT_TEMPLATE = "https://us-kfp.pkg.dev/ml-pipeline/large-language-model-pipelines/tune-large-model/v2.0.0"
-CHAT_TEMPLATE = "https://us-kfp.pkg.dev/ml-pipeline/large-language-model-pipelines/tune-large-chat-model/v3.0.0"
+CHAT_TEMPLATE = (
+    "https://us-kfp.pkg.dev/ml-pipeline/large-language-model-pipelines/tune-large-chat-model/v3.0.0"
+)
 
 
 def _pipeline_client(url: str) -> Any:
@@ -21,17 +23,22 @@ def _pipeline_client(url: str) -> Any:
     from google.cloud import aiplatform_v1
 
     return aiplatform_v1.PipelineServiceClient(
-        client_options={"api_endpoint": url}, transport="rest",
-        credentials=google.auth.credentials.AnonymousCredentials())  # type: ignore[no-untyped-call]
+        client_options={"api_endpoint": url},
+        transport="rest",
+        credentials=google.auth.credentials.AnonymousCredentials(),  # type: ignore[no-untyped-call]
+    )
 
 
 def _submit(url: str, template: str, parameters: dict[str, Any], output: str) -> Any:
     from google.cloud import aiplatform_v1
 
     job = aiplatform_v1.PipelineJob(
-        display_name="palm-tuning", template_uri=template,
-        runtime_config=aiplatform_v1.PipelineJob.RuntimeConfig(gcs_output_directory=output,
-                                                               parameter_values=parameters))
+        display_name="palm-tuning",
+        template_uri=template,
+        runtime_config=aiplatform_v1.PipelineJob.RuntimeConfig(
+            gcs_output_directory=output, parameter_values=parameters
+        ),
+    )
     return _pipeline_client(url).create_pipeline_job(parent=PARENT, pipeline_job=job)
 
 
@@ -39,21 +46,41 @@ def _wait_for_pipeline(name: str) -> Any:
     from google.cloud import aiplatform
 
     job = aiplatform.PipelineJob.get(name)
-    wait_for(lambda: job._gca_resource.state.name in ("PIPELINE_STATE_SUCCEEDED", "PIPELINE_STATE_FAILED",
-                                                      "PIPELINE_STATE_CANCELLED") or job._sync_gca_resource(),
-             120, f"{name} to end")
+    wait_for(
+        lambda: (
+            job._gca_resource.state.name
+            in ("PIPELINE_STATE_SUCCEEDED", "PIPELINE_STATE_FAILED", "PIPELINE_STATE_CANCELLED")
+            or job._sync_gca_resource()  # type: ignore[no-untyped-call]
+        ),
+        120,
+        f"{name} to end",
+    )
     return job
 
 
-def test_text_template_trains_for_the_requested_steps(vertex: str, datasets: Datasets, standin: StandinServer,
-                                                      gcs: Any) -> None:
-    created = _submit(vertex, TEXT_TEMPLATE, {
-        "project": PROJECT, "location": LOCATION, "large_model_reference": "text-bison@002",
-        "model_display_name": "palm-text", "dataset_uri": datasets.palm_text, "train_steps": 12,
-        "learning_rate_multiplier": 1.0, "evaluation_data_uri": datasets.palm_text, "evaluation_interval": 4,
-        "enable_early_stopping": True, "enable_checkpoint_selection": "true", "accelerator_type": "TPU",
-        "tensorboard_resource_id": "",
-    }, output=f"gs://{datasets.train[5:].split('/')[0]}/pipelines")
+def test_text_template_trains_for_the_requested_steps(
+    vertex: str, datasets: Datasets, standin: StandinServer, gcs: Any
+) -> None:
+    created = _submit(
+        vertex,
+        TEXT_TEMPLATE,
+        {
+            "project": PROJECT,
+            "location": LOCATION,
+            "large_model_reference": "text-bison@002",
+            "model_display_name": "palm-text",
+            "dataset_uri": datasets.palm_text,
+            "train_steps": 12,
+            "learning_rate_multiplier": 1.0,
+            "evaluation_data_uri": datasets.palm_text,
+            "evaluation_interval": 4,
+            "enable_early_stopping": True,
+            "enable_checkpoint_selection": "true",
+            "accelerator_type": "TPU",
+            "tensorboard_resource_id": "",
+        },
+        output=f"gs://{datasets.train[5:].split('/')[0]}/pipelines",
+    )
     assert created.state.name == "PIPELINE_STATE_PENDING"
     job = _wait_for_pipeline(created.name)
     assert job.state.name == "PIPELINE_STATE_SUCCEEDED", job._gca_resource.error
@@ -64,14 +91,23 @@ def test_text_template_trains_for_the_requested_steps(vertex: str, datasets: Dat
     evals = [p["step"] for p in raw["droptuneMetrics"]["series"] if "/eval_total_loss" in p["values"]]
     assert evals[:2] == [4, 8], "evaluation every evaluation_interval steps"
     assert len(raw["droptuneArtifacts"]["checkpoints"]) <= 10
-    assert raw["droptuneTunedModel"]["endpoint"].startswith(f"{PARENT}/endpoints/"), "PaLM models are deployed"
+    assert raw["droptuneTunedModel"]["endpoint"].startswith(f"{PARENT}/endpoints/"), (
+        "PaLM models are deployed"
+    )
 
 
 def test_chat_template_with_default_context(vertex: str, datasets: Datasets) -> None:
-    created = _submit(vertex, CHAT_TEMPLATE, {
-        "large_model_reference": "chat-bison@002", "dataset_uri": datasets.palm_chat, "train_steps": 3,
-        "default_context": "You answer with a city name.",
-    }, output=f"gs://{datasets.train[5:].split('/')[0]}/pipelines-chat")
+    created = _submit(
+        vertex,
+        CHAT_TEMPLATE,
+        {
+            "large_model_reference": "chat-bison@002",
+            "dataset_uri": datasets.palm_chat,
+            "train_steps": 3,
+            "default_context": "You answer with a city name.",
+        },
+        output=f"gs://{datasets.train[5:].split('/')[0]}/pipelines-chat",
+    )
     job = _wait_for_pipeline(created.name)
     assert job.state.name == "PIPELINE_STATE_SUCCEEDED", job._gca_resource.error
 
@@ -79,13 +115,19 @@ def test_chat_template_with_default_context(vertex: str, datasets: Datasets) -> 
 def test_pipeline_cancel_and_list(vertex: str, datasets: Datasets) -> None:
     from google.cloud import aiplatform
 
-    created = _submit(vertex, TEXT_TEMPLATE, {"large_model_reference": "text-bison@002",
-                                              "dataset_uri": datasets.palm_text, "train_steps": 100000}, output="")
+    created = _submit(
+        vertex,
+        TEXT_TEMPLATE,
+        {"large_model_reference": "text-bison@002", "dataset_uri": datasets.palm_text, "train_steps": 100000},
+        output="",
+    )
     job = aiplatform.PipelineJob.get(created.name)
     job.cancel()
-    assert aiplatform.PipelineJob.get(created.name).state.name == "PIPELINE_STATE_CANCELLED"
+    state = aiplatform.PipelineJob.get(created.name).state
+    assert state is not None and state.name == "PIPELINE_STATE_CANCELLED"
     listed = _pipeline_client(vertex).list_pipeline_jobs(
-        request={"parent": PARENT, "filter": 'state="PIPELINE_STATE_CANCELLED"'})
+        request={"parent": PARENT, "filter": 'state="PIPELINE_STATE_CANCELLED"'}
+    )
     assert created.name in [j.name for j in listed]
 
 
@@ -96,7 +138,9 @@ def test_pipeline_rejects_other_templates_and_missing_parameters(vertex: str, da
         _submit(vertex, TEXT_TEMPLATE, {"dataset_uri": datasets.palm_text}, output="")
 
 
-def test_jobs_survive_a_restart(storage_emulator: str, datasets: Datasets, model_cache: Any, tmp_path: Any) -> None:
+def test_jobs_survive_a_restart(
+    storage_emulator: str, datasets: Datasets, model_cache: Any, tmp_path: Any
+) -> None:
     import google.auth.credentials
     from google.cloud import aiplatform_v1beta1
 
@@ -105,16 +149,26 @@ def test_jobs_survive_a_restart(storage_emulator: str, datasets: Datasets, model
 
     def client(url: str) -> Any:
         return aiplatform_v1beta1.GenAiTuningServiceClient(
-            client_options={"api_endpoint": url}, transport="rest",
-            credentials=google.auth.credentials.AnonymousCredentials())  # type: ignore[no-untyped-call]
+            client_options={"api_endpoint": url},
+            transport="rest",
+            credentials=google.auth.credentials.AnonymousCredentials(),  # type: ignore[no-untyped-call]
+        )
 
-    spec = {"training_dataset_uri": datasets.train, "hyper_parameters": {"epoch_count": 500},
-            "tuning_mode": "TUNING_MODE_FULL"}
+    spec = {
+        "training_dataset_uri": datasets.train,
+        "hyper_parameters": {"epoch_count": 500},
+        "tuning_mode": "TUNING_MODE_FULL",
+    }
     try:
-        running = client(first.url).create_tuning_job(parent=PARENT, tuning_job={
-            "base_model": "meta/llama3_1@llama-3.1-8b", "supervised_tuning_spec": spec})
-        wait_for(lambda: client(first.url).get_tuning_job(name=running.name).state.name == "JOB_STATE_RUNNING", 30,
-                 "the job to run")
+        running = client(first.url).create_tuning_job(
+            parent=PARENT,
+            tuning_job={"base_model": "meta/llama3_1@llama-3.1-8b", "supervised_tuning_spec": spec},
+        )
+        wait_for(
+            lambda: client(first.url).get_tuning_job(name=running.name).state.name == "JOB_STATE_RUNNING",
+            30,
+            "the job to run",
+        )
     finally:
         first.process.terminate()
         first.process.wait(timeout=30)
@@ -124,12 +178,19 @@ def test_jobs_survive_a_restart(storage_emulator: str, datasets: Datasets, model
         assert after.state.name == "JOB_STATE_FAILED"
         assert after.error.code == 10 and "restarted" in after.error.message
         assert after.supervised_tuning_spec.training_dataset_uri == datasets.train, "the job's record is kept"
-        fresh = client(second.url).create_tuning_job(parent=PARENT, tuning_job={
-            "base_model": "meta/llama3_1@llama-3.1-8b",
-            "supervised_tuning_spec": {**spec, "hyper_parameters": {"epoch_count": 1}}})
+        fresh = client(second.url).create_tuning_job(
+            parent=PARENT,
+            tuning_job={
+                "base_model": "meta/llama3_1@llama-3.1-8b",
+                "supervised_tuning_spec": {**spec, "hyper_parameters": {"epoch_count": 1}},
+            },
+        )
         assert fresh.name != running.name, "ids keep counting after a restart"
-        wait_for(lambda: client(second.url).get_tuning_job(name=fresh.name).state.name == "JOB_STATE_SUCCEEDED",
-                 90, "the new job to succeed")
+        wait_for(
+            lambda: client(second.url).get_tuning_job(name=fresh.name).state.name == "JOB_STATE_SUCCEEDED",
+            90,
+            "the new job to succeed",
+        )
     finally:
         second.process.terminate()
         second.process.wait(timeout=30)
@@ -139,5 +200,7 @@ def test_vertexai_job_polling_sees_the_same_states(vertex: str, datasets: Datase
     # The poller's loop, once more through the high-level SDK, on a job that fails fast.
     from vertexai.tuning import sft
 
-    job = wait_until_ended(sft.train(source_model="meta/llama3_1@llama-3.1-8b", train_dataset=datasets.missing))
+    job = wait_until_ended(
+        sft.train(source_model="meta/llama3_1@llama-3.1-8b", train_dataset=datasets.missing)
+    )
     assert job.state.name == "JOB_STATE_FAILED"

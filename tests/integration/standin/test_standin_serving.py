@@ -18,8 +18,15 @@ def tuned_checkpoint(vertex: str, datasets: Datasets) -> str:
     from vertexai.tuning import sft
 
     output = f"gs://{datasets.train[5:].split('/')[0]}/out/serving"
-    job = wait_until_ended(sft.train(source_model="google/gemma3@gemma-3-1b-it", train_dataset=datasets.train,
-                                     tuning_mode="FULL", epochs=2, output_uri=output))
+    job = wait_until_ended(
+        sft.train(
+            source_model="google/gemma3@gemma-3-1b-it",
+            train_dataset=datasets.train,
+            tuning_mode="FULL",
+            epochs=2,
+            output_uri=output,
+        )
+    )
     assert job.has_succeeded, job.error
     return f"{output}/postprocess/node-0/checkpoints/final"
 
@@ -30,7 +37,8 @@ def endpoint(tuned_checkpoint: str) -> Any:
 
     # Exactly the deployer's call (M1.9); the LRO is polled on /ui/ until the model is loaded.
     return model_garden.CustomModel(gcs_uri=tuned_checkpoint).deploy(
-        machine_type="g2-standard-12", accelerator_type="NVIDIA_L4", accelerator_count=1)
+        machine_type="g2-standard-12", accelerator_type="NVIDIA_L4", accelerator_count=1
+    )
 
 
 def test_deploy_returns_an_endpoint_with_the_model(endpoint: Any, tuned_checkpoint: str) -> None:
@@ -40,8 +48,11 @@ def test_deploy_returns_an_endpoint_with_the_model(endpoint: Any, tuned_checkpoi
     fetched = aiplatform.Endpoint(endpoint.resource_name)
     [deployed] = fetched.list_models()
     spec = deployed.dedicated_resources.machine_spec
-    assert (spec.machine_type, spec.accelerator_type.name, spec.accelerator_count) == \
-        ("g2-standard-12", "NVIDIA_L4", 1), "the machine the deployer asked for is echoed"
+    assert (spec.machine_type, spec.accelerator_type.name, spec.accelerator_count) == (
+        "g2-standard-12",
+        "NVIDIA_L4",
+        1,
+    ), "the machine the deployer asked for is echoed"
     model = aiplatform.Model(deployed.model)
     assert model.uri == tuned_checkpoint
     assert endpoint.resource_name in [e.resource_name for e in aiplatform.Endpoint.list()]
@@ -51,15 +62,25 @@ def test_deploy_returns_an_endpoint_with_the_model(endpoint: Any, tuned_checkpoi
 def test_predict_with_float_integers_and_raw_response(endpoint: Any) -> None:
     from google.cloud import aiplatform
 
-    answer = aiplatform.Endpoint(endpoint.resource_name).predict(instances=[
-        {"prompt": "Capital of Peru:", "max_tokens": 20, "temperature": 1.0, "top_p": 1.0, "top_k": 1,
-         "raw_response": True},
-        {"prompt": "Capital of Norway:", "max_tokens": 5, "temperature": 0.0},
-    ])
+    answer = aiplatform.Endpoint(endpoint.resource_name).predict(
+        instances=[
+            {
+                "prompt": "Capital of Peru:",
+                "max_tokens": 20,
+                "temperature": 1.0,
+                "top_p": 1.0,
+                "top_k": 1,
+                "raw_response": True,
+            },
+            {"prompt": "Capital of Norway:", "max_tokens": 5, "temperature": 0.0},
+        ]
+    )
     assert len(answer.predictions) == 2
     raw, echoed = answer.predictions
     assert isinstance(raw, str) and not raw.startswith("Prompt:")
-    assert echoed.startswith("Prompt:\nCapital of Norway:\nOutput:\n"), "without raw_response the prompt is echoed"
+    assert echoed.startswith("Prompt:\nCapital of Norway:\nOutput:\n"), (
+        "without raw_response the prompt is echoed"
+    )
     assert answer.deployed_model_id
 
 
@@ -74,8 +95,10 @@ def test_generate_content_on_the_endpoint(endpoint: Any, genai_client: Any) -> N
     from google.genai import types
 
     response = genai_client.models.generate_content(
-        model=endpoint.resource_name, contents="English: Hello. Spanish:",
-        config=types.GenerateContentConfig(max_output_tokens=8, temperature=0.0))
+        model=endpoint.resource_name,
+        contents="English: Hello. Spanish:",
+        config=types.GenerateContentConfig(max_output_tokens=8, temperature=0.0),
+    )
     assert response.candidates[0].content.role == "model"
     assert response.usage_metadata.candidates_token_count <= 8
     assert response.candidates[0].finish_reason.name in ("STOP", "MAX_TOKENS")
@@ -85,20 +108,33 @@ def test_openai_chat_completions(endpoint: Any, standin: StandinServer) -> None:
     openai = pytest.importorskip("openai")
     client = openai.OpenAI(base_url=f"{standin.url}/v1/{endpoint.resource_name}", api_key="local-dev")
     completion = client.chat.completions.create(
-        model="tuned", messages=[{"role": "user", "content": "What is the capital of Italy?"}], max_tokens=6,
-        temperature=0.7, top_p=0.9)
+        model="tuned",
+        messages=[{"role": "user", "content": "What is the capital of Italy?"}],
+        max_tokens=6,
+        temperature=0.7,
+        top_p=0.9,
+    )
     assert completion.object == "chat.completion"
     assert completion.choices[0].message.role == "assistant"
     assert completion.usage.completion_tokens <= 6
     assert completion.choices[0].finish_reason in ("stop", "length")
 
 
-def test_translation_job_is_deployed_by_the_service(vertex: str, datasets: Datasets, genai_client: Any) -> None:
+def test_translation_job_is_deployed_by_the_service(
+    vertex: str, datasets: Datasets, genai_client: Any
+) -> None:
     # translation-llm-002 jobs come back with an endpoint (M2.4, M2.6).
     from vertexai.tuning import sft
 
-    job = wait_until_ended(sft.train(source_model="translation-llm-002", train_dataset=datasets.translation,
-                                     epochs=2, adapter_size=4, tuned_model_display_name="tl"))
+    job = wait_until_ended(
+        sft.train(
+            source_model="translation-llm-002",
+            train_dataset=datasets.translation,
+            epochs=2,
+            adapter_size=4,
+            tuned_model_display_name="tl",
+        )
+    )
     assert job.has_succeeded, job.error
     assert job.tuned_model_endpoint_name.startswith(f"{PARENT}/endpoints/")
     from google.cloud import aiplatform
@@ -109,17 +145,19 @@ def test_translation_job_is_deployed_by_the_service(vertex: str, datasets: Datas
         import time
 
         time.sleep(0.2)
-    response = genai_client.models.generate_content(model=job.tuned_model_endpoint_name,
-                                                    contents="English: Hello. Spanish:")
+    response = genai_client.models.generate_content(
+        model=job.tuned_model_endpoint_name, contents="English: Hello. Spanish:"
+    )
     assert response.candidates[0].content.parts is not None
 
 
 def test_deploying_a_missing_checkpoint_fails_the_operation(vertex: str) -> None:
     from vertexai.preview import model_garden
 
-    with pytest.raises(Exception, match="could not be loaded"):  # noqa: PT011 - the SDK raises GoogleAPICallError
+    with pytest.raises(Exception, match="could not be loaded"):
         model_garden.CustomModel(gcs_uri="gs://standin-test-data/no/such/checkpoint").deploy(
-            machine_type="g2-standard-12", accelerator_type="NVIDIA_L4", accelerator_count=1)
+            machine_type="g2-standard-12", accelerator_type="NVIDIA_L4", accelerator_count=1
+        )
 
 
 def test_undeploy_then_delete(endpoint: Any) -> None:
