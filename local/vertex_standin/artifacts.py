@@ -14,7 +14,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from google.cloud import storage  # type: ignore[attr-defined]  # namespace package mypy cannot see
+from google.cloud import storage  # type: ignore[attr-defined, unused-ignore]  # seen or not, by entry point
 
 STORAGE_TIMEOUT_S = 120.0
 CHECKPOINTS_FOLDER = "postprocess/node-0/checkpoints"

@@ -310,7 +310,13 @@ def _read_examples(uri: str | None, plan: TrainingPlan) -> list[TrainingExample]
     if uri is None:
         return []
     try:
-        return parse_dataset(read_dataset_text(uri, plan.project), uri, plan.default_context)
+        # Only a run that uploads nothing (the benchmark) may read a local file; jobs read gs://.
+        text = (
+            Path(uri).read_text()
+            if not plan.upload and not uri.startswith("gs://")
+            else read_dataset_text(uri, plan.project)
+        )
+        return parse_dataset(text, uri, plan.default_context)
     except (DatasetUnreadableError, DatasetFormatError) as error:
         raise TrainingInputError(str(error)) from error
 
