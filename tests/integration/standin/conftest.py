@@ -173,7 +173,11 @@ def start_standin(state_dir: Path, model_cache: Path, quota: int = 3) -> Standin
         _stop(process)
         raise RuntimeError(f"the stand-in did not start: {log.read_text()[-2000:]}")
     url = f"http://127.0.0.1:{port}"
-    _wait_for_http(f"{url}/healthz", process, log)
+    try:
+        _wait_for_http(f"{url}/healthz", process, log)
+    except RuntimeError:
+        _stop(process)  # never leave a server behind a failed start
+        raise
     return StandinServer(url, state_dir, process, log)
 
 
