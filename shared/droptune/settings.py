@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Literal
 
 from droptune import topology
@@ -83,7 +83,8 @@ class Settings:
     kms_key_name: str | None = None
     # Timeout applied to every blocking call to a Google API.
     api_timeout_seconds: float = 30.0
-    labels: Mapping[str, str] = field(default_factory=dict)
+    # Pairs, not a dict: Settings is frozen and hashable, so clients can be cached per settings.
+    label_pairs: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> Settings:
@@ -143,8 +144,13 @@ class Settings:
             api_timeout_seconds=reader.number(
                 "DROPTUNE_API_TIMEOUT_SECONDS", 30.0, minimum=1.0, maximum=600.0
             ),
-            labels=reader.labels("DROPTUNE_LABELS"),
+            label_pairs=tuple(sorted(reader.labels("DROPTUNE_LABELS").items())),
         )
+
+    @property
+    def labels(self) -> dict[str, str]:
+        """Labels put on every Vertex AI resource droptune creates, besides its own."""
+        return dict(self.label_pairs)
 
     @property
     def is_local(self) -> bool:

@@ -1,0 +1,1 @@
+"""The droptune command-line tool."""

@@ -1,0 +1,19 @@
+"""The poller function: receives poller ticks and job-control commands."""
+
+from __future__ import annotations
+
+import logging
+
+import functions_framework
+from cloudevents.http import CloudEvent
+
+from droptune.jsonlog import log_fields
+from droptune.runtime import start_function
+
+SETTINGS = start_function("poller")
+log = logging.getLogger("droptune.poller")
+
+
+@functions_framework.cloud_event
+def handle_poller_message(cloud_event: CloudEvent) -> None:
+    log.info("message received", extra=log_fields(event_id=cloud_event["id"], source=cloud_event["source"]))

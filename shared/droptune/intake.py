@@ -1,0 +1,415 @@
+"""The validator's core: one uploaded object in, a report, a dataset record and one message out.
+
+A valid dataset becomes a tune request on the tune topic (the launcher's input) and a
+`dataset.validated` event; an invalid one a report beside the file and a `dataset.rejected` event.
+Bad data is final: it is reported and acknowledged. Only transient failures (storage, Firestore,
+Pub/Sub unreachable) raise, so that Pub/Sub redelivers, bounded by the dead-letter policy.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal, Protocol
+
+from droptune import identity
+from droptune.catalog import RetiredModelPolicy
+from droptune.datasets import (
+    DatasetReport,
+    ImageProblem,
+    ImageProblemKind,
+    OptionsError,
+    TuningOptions,
+    is_validation_dataset_name,
+    paired_validation_name,
+    resolve_options,
+    validate_dataset,
+)
+from droptune.envelopes import StorageObject
+from droptune.events import Publisher, make_event, publish_event
+from droptune.jsonlog import correlate, log_fields
+from droptune.settings import Settings
+
+log = logging.getLogger(__name__)
+
+REPORT_SUFFIX = ".report.json"
+MANIFEST_SUFFIX = ".manifest.json"
+DATASETS_COLLECTION = "datasets"
+SOURCE = "//droptune/validator"
+READ_CHUNK_BYTES = 8 * 1024 * 1024
+SUPPORTED_IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp")
+
+Outcome = Literal["validated", "rejected", "ignored"]
+
+
+@dataclass(frozen=True)
+class IntakeResult:
+    outcome: Outcome
+    reason: str
+    dataset_id: str | None = None
+    job_id: str | None = None
+    report_uri: str | None = None
+
+
+def manifest_name(object_name: str) -> str:
+    """`datasets/train.jsonl` → `datasets/train.manifest.json`: options written beside the file."""
+    return object_name.removesuffix(".jsonl") + MANIFEST_SUFFIX
+
+
+def report_name(object_name: str) -> str:
+    return object_name + REPORT_SUFFIX
+
+
+class Blob(Protocol):
+    def open(self, mode: str, **kwargs: Any) -> Any: ...
+    def upload_from_string(self, data: str, **kwargs: Any) -> None: ...
+
+
+def ignore_reason(obj: StorageObject, settings: Settings) -> str | None:
+    """Why an object is not a dataset upload, or None when it is one."""
+    if obj.bucket != settings.datasets_bucket:
+        return f"bucket {obj.bucket} is not the datasets bucket {settings.datasets_bucket}"
+    if not obj.name.startswith(settings.watch_prefix):
+        return f"outside the watched prefix {settings.watch_prefix}"
+    if not obj.name.endswith(".jsonl"):
+        return "not a .jsonl file (reports, manifests and other files are not datasets)"
+    if is_validation_dataset_name(obj.name):
+        return "a validation set: it is validated with its training file, which must be uploaded after it"
+    return None
+
+
+class Intake:
+    """Everything the validator needs, created once per function instance."""
+
+    def __init__(self, settings: Settings, storage: Any, firestore: Any, publisher: Publisher) -> None:
+        self.settings = settings
+        self.storage = storage
+        self.firestore = firestore
+        self.publisher = publisher
+
+    def handle(self, obj: StorageObject, event_id: str) -> IntakeResult:
+        reason = ignore_reason(obj, self.settings)
+        if reason is not None:
+            log.info("upload ignored", extra=log_fields(object=obj.uri, reason=reason))
+            return IntakeResult("ignored", reason)
+        dataset_id = identity.dataset_id(obj.bucket, obj.name, obj.generation)
+        with correlate(dataset_id=dataset_id, event_id=event_id):
+            log.info(
+                "dataset received", extra=log_fields(object=obj.uri, generation=obj.generation, size=obj.size)
+            )
+            return self._validate(obj, dataset_id)
+
+    def _validate(self, obj: StorageObject, dataset_id: str) -> IntakeResult:
+        from google.api_core.exceptions import NotFound
+
+        bucket = self.storage.bucket(obj.bucket)
+        blob = bucket.blob(obj.name, generation=int(obj.generation))
+        manifest, manifest_error = self._read_manifest(bucket, obj.name)
+        try:
+            options = resolve_options(
+                self._defaults(),
+                _droptune_metadata(obj.metadata),
+                manifest,
+                retired_models=RetiredModelPolicy(self.settings.retired_models),
+            )
+        except OptionsError as error:
+            return self._reject_options(obj, dataset_id, error, manifest_error)
+        if manifest_error is not None:
+            return self._reject_options(obj, dataset_id, None, manifest_error)
+
+        validation_blob, validation_uri = self._validation_set(bucket, obj, options)
+        try:
+            with blob.open(
+                "rb", chunk_size=READ_CHUNK_BYTES, timeout=self.settings.api_timeout_seconds
+            ) as stream:
+                if validation_blob is not None:
+                    with validation_blob.open(
+                        "rb", chunk_size=READ_CHUNK_BYTES, timeout=self.settings.api_timeout_seconds
+                    ) as validation_stream:
+                        report = self._run_validation(stream, obj, options, validation_stream, validation_uri)
+                else:
+                    report = self._run_validation(stream, obj, options, None, None)
+        except NotFound:
+            # Overwritten or deleted since the notification: the newer generation has its own event.
+            reason = f"generation {obj.generation} no longer exists"
+            log.info("upload ignored", extra=log_fields(object=obj.uri, reason=reason))
+            return IntakeResult("ignored", reason, dataset_id)
+
+        report_uri = self._write_report(bucket, obj, report.to_json())
+        if not report.valid:
+            return self._finish_rejected(obj, dataset_id, report_uri, report.to_dict(), report.summary())
+        return self._finish_validated(
+            obj,
+            dataset_id=dataset_id,
+            options=options,
+            report=report,
+            report_uri=report_uri,
+            validation_uri=validation_uri,
+        )
+
+    def _defaults(self) -> dict[str, str]:
+        return {"base_model": self.settings.default_base_model, "region": self.settings.region}
+
+    def _read_manifest(self, bucket: Any, object_name: str) -> tuple[dict[str, object] | None, str | None]:
+        name = manifest_name(object_name)
+        blob = bucket.get_blob(name, timeout=self.settings.api_timeout_seconds)
+        if blob is None:
+            return None, None
+        text = blob.download_as_bytes(timeout=self.settings.api_timeout_seconds)
+        try:
+            manifest = json.loads(text)
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            return (
+                None,
+                f"gs://{bucket.name}/{name} is not valid JSON ({error}); write one JSON object of options",
+            )
+        if not isinstance(manifest, dict):
+            return (
+                None,
+                f'gs://{bucket.name}/{name} must hold one JSON object of options, e.g. {{"epochs": 3}}',
+            )
+        return manifest, None
+
+    def _validation_set(
+        self, bucket: Any, obj: StorageObject, options: TuningOptions
+    ) -> tuple[Any | None, str | None]:
+        if options.validation_dataset:
+            uri = options.validation_dataset
+            source_bucket, _, name = uri.removeprefix("gs://").partition("/")
+            blob = self.storage.bucket(source_bucket).get_blob(
+                name, timeout=self.settings.api_timeout_seconds
+            )
+            return blob, uri
+        name = paired_validation_name(obj.name)
+        blob = bucket.get_blob(name, timeout=self.settings.api_timeout_seconds)
+        return (blob, f"gs://{obj.bucket}/{name}") if blob is not None else (None, None)
+
+    def _run_validation(
+        self,
+        stream: Any,
+        obj: StorageObject,
+        options: TuningOptions,
+        validation_stream: Any | None,
+        validation_uri: str | None,
+    ) -> DatasetReport:
+        return validate_dataset(
+            stream,
+            options=options,
+            source_name=obj.uri,
+            check_gcs_images=self._check_images,
+            validation_stream=validation_stream,
+            validation_source_name=validation_uri,
+        )
+
+    def _check_images(self, uris: Sequence[str]) -> Mapping[str, ImageProblem | None]:
+        from google.api_core.exceptions import Forbidden
+
+        problems: dict[str, ImageProblem | None] = {}
+        for uri in uris:
+            bucket_name, _, name = uri.removeprefix("gs://").partition("/")
+            try:
+                blob = self.storage.bucket(bucket_name).get_blob(
+                    name, timeout=self.settings.api_timeout_seconds
+                )
+            except Forbidden as error:
+                problems[uri] = ImageProblem(ImageProblemKind.FORBIDDEN, str(error.message))
+                continue
+            if blob is None:
+                problems[uri] = ImageProblem(ImageProblemKind.NOT_FOUND)
+            elif blob.content_type and blob.content_type not in SUPPORTED_IMAGE_TYPES:
+                problems[uri] = ImageProblem(ImageProblemKind.UNSUPPORTED_TYPE, blob.content_type)
+            else:
+                problems[uri] = None
+        return problems
+
+    def _write_report(self, bucket: Any, obj: StorageObject, report_json: str) -> str:
+        name = report_name(obj.name)
+        bucket.blob(name).upload_from_string(
+            report_json,
+            content_type="application/json",
+            timeout=self.settings.api_timeout_seconds,
+        )
+        return f"gs://{obj.bucket}/{name}"
+
+    def _reject_options(
+        self, obj: StorageObject, dataset_id: str, error: OptionsError | None, manifest_error: str | None
+    ) -> IntakeResult:
+        issues: list[dict[str, str | None]] = [
+            {
+                "severity": "error",
+                "code": "invalid_option",
+                "option": problem.option,
+                "source": problem.source,
+                "value": problem.value,
+                "allowed": problem.allowed,
+                "message": problem.message,
+                "remedy": f"Set {problem.option} to one of: {problem.allowed}.",
+            }
+            for problem in (error.problems if error else ())
+        ]
+        if manifest_error:
+            issues.append(
+                {
+                    "severity": "error",
+                    "code": "invalid_manifest",
+                    "option": None,
+                    "source": manifest_name(obj.name),
+                    "value": None,
+                    "allowed": "a JSON object of option names and values",
+                    "message": manifest_error,
+                    "remedy": "Fix the manifest, then upload the dataset again.",
+                }
+            )
+        report = {
+            "schema_version": 1,
+            "verdict": "invalid",
+            "dataset": obj.uri,
+            "error_total": len(issues),
+            "errors": issues,
+        }
+        bucket = self.storage.bucket(obj.bucket)
+        report_uri = self._write_report(bucket, obj, json.dumps(report, indent=2, ensure_ascii=True))
+        summary = "\n".join(
+            [f"INVALID OPTIONS: {obj.uri}"]
+            + [f"{i['option'] or i['source']}: {i['message']} Allowed: {i['allowed']}." for i in issues]
+        )
+        return self._finish_rejected(obj, dataset_id, report_uri, report, summary)
+
+    def _dataset_document(self, obj: StorageObject, dataset_id: str, report_uri: str) -> dict[str, Any]:
+        return {
+            "dataset_id": dataset_id,
+            "uri": obj.uri,
+            "bucket": obj.bucket,
+            "object": obj.name,
+            "generation": obj.generation,
+            "size": obj.size,
+            "md5_hash": obj.md5_hash,
+            "crc32c": obj.crc32c,
+            "report_uri": report_uri,
+            "validated_at": datetime.now(UTC),
+        }
+
+    def _finish_rejected(
+        self, obj: StorageObject, dataset_id: str, report_uri: str, report: Mapping[str, Any], summary: str
+    ) -> IntakeResult:
+        errors = list(report.get("errors", []))[:10]
+        document = self._dataset_document(obj, dataset_id, report_uri) | {
+            "state": "rejected",
+            "error_total": report.get("error_total", len(errors)),
+            "errors": errors,
+            "summary": summary,
+        }
+        self._record(dataset_id, document)
+        event = make_event(
+            "droptune.dataset.rejected",
+            source=SOURCE,
+            subject=f"datasets/{dataset_id}",
+            data={
+                "dataset_id": dataset_id,
+                "dataset_uri": obj.uri,
+                "generation": obj.generation,
+                "md5_hash": obj.md5_hash,
+                "report_uri": report_uri,
+                "error_total": document["error_total"],
+                "errors": errors,
+                "summary": summary,
+            },
+        )
+        publish_event(self.publisher, self.settings.events_topic, event)
+        log.warning(
+            "dataset rejected",
+            extra=log_fields(object=obj.uri, report_uri=report_uri, error_total=document["error_total"]),
+        )
+        return IntakeResult("rejected", summary.splitlines()[0], dataset_id, report_uri=report_uri)
+
+    def _finish_validated(
+        self,
+        obj: StorageObject,
+        *,
+        dataset_id: str,
+        options: TuningOptions,
+        report: DatasetReport,
+        report_uri: str,
+        validation_uri: str | None,
+    ) -> IntakeResult:
+        option_values = options.to_dict()
+        option_values.pop("sources", None)
+        if validation_uri and not option_values.get("validation_dataset"):
+            option_values["validation_dataset"] = validation_uri
+        job_id = identity.job_id(obj.bucket, obj.name, obj.generation, option_values)
+        tokens = report.tokens
+        counts = report.training.counts
+        stats = {
+            "format": report.format,
+            "examples": counts.examples,
+            "valid_examples": counts.valid,
+            "dropped_examples": counts.dropped,
+            "warning_total": report.warning_total,
+            "total_tokens": tokens.total_tokens if tokens else None,
+            "billable_training_tokens": tokens.billable_training_tokens if tokens else None,
+            "token_count_method": tokens.method if tokens else None,
+        }
+        with correlate(job_id=job_id):
+            document = self._dataset_document(obj, dataset_id, report_uri) | {
+                "state": "validated",
+                "job_id": job_id,
+                "base_model": options.base_model,
+                "options": option_values,
+                "option_sources": dict(options.sources),
+                "stats": stats,
+            }
+            self._record(dataset_id, document)
+            request = {
+                "job_id": job_id,
+                "dataset_id": dataset_id,
+                "dataset_uri": obj.uri,
+                "bucket": obj.bucket,
+                "object": obj.name,
+                "generation": obj.generation,
+                "md5_hash": obj.md5_hash,
+                "report_uri": report_uri,
+                "validation_uri": validation_uri,
+                "base_model": options.base_model,
+                "tuning_mode": options.tuning_mode.value if options.tuning_mode else None,
+                "options": option_values,
+                "stats": stats,
+                "requested_at": datetime.now(UTC).isoformat(),
+            }
+            self.publisher.publish_json(
+                self.settings.tune_topic,
+                request,
+                {"job_id": job_id, "dataset_id": dataset_id, "base_model": options.base_model},
+            )
+            event = make_event(
+                "droptune.dataset.validated",
+                source=SOURCE,
+                subject=f"datasets/{dataset_id}",
+                data={
+                    "dataset_id": dataset_id,
+                    "job_id": job_id,
+                    "dataset_uri": obj.uri,
+                    "generation": obj.generation,
+                    "md5_hash": obj.md5_hash,
+                    "report_uri": report_uri,
+                    "base_model": options.base_model,
+                    "tuning_mode": request["tuning_mode"],
+                    "options": option_values,
+                    "stats": stats,
+                },
+            )
+            publish_event(self.publisher, self.settings.events_topic, event)
+            log.info("dataset validated", extra=log_fields(object=obj.uri, report_uri=report_uri, **stats))
+        return IntakeResult("validated", report.summary().splitlines()[0], dataset_id, job_id, report_uri)
+
+    def _record(self, dataset_id: str, document: Mapping[str, Any]) -> None:
+        self.firestore.collection(DATASETS_COLLECTION).document(dataset_id).set(
+            dict(document), timeout=self.settings.api_timeout_seconds
+        )
+
+
+def _droptune_metadata(metadata: Mapping[str, str]) -> dict[str, str]:
+    # resolve_options reads the `droptune-` keys itself; other metadata is the user's own business.
+    return {key: value for key, value in metadata.items() if key.startswith("droptune-")}
