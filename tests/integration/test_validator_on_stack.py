@@ -1,0 +1,104 @@
+"""An upload reaches the validator through the real bucket notification and push subscription.
+
+fake-gcs-server publishes OBJECT_FINALIZE to the Pub/Sub emulator, the emulator pushes to the
+validator under functions-framework; what a user sees is the report beside the file, the
+Firestore record and the events (M1.3, M4.2; issue 2 §7).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from stack_support import chat_lines, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def _report(bucket: Any, name: str) -> dict[str, Any] | None:
+    blob = bucket.get_blob(name + ".report.json")
+    return json.loads(blob.download_as_bytes()) if blob is not None else None
+
+
+def test_a_valid_upload_is_validated_recorded_and_announced(
+    datasets_bucket: Any, firestore_db: Any, events: Any, unique_prefix: str
+) -> None:
+    name = f"{unique_prefix}greetings.jsonl"
+    blob = datasets_bucket.blob(name)
+    blob.metadata = {"droptune-epochs": "2"}
+    blob.upload_from_string(chat_lines(12))
+
+    report = wait_for(lambda: _report(datasets_bucket, name), what="the validation report")
+    assert report["verdict"] == "valid"
+    assert report["training"]["counts"]["examples"] == 12
+
+    validated = events.wait("droptune.dataset.validated", name)
+    data = validated["data"]
+    assert data["dataset_uri"] == f"gs://{datasets_bucket.name}/{name}"
+    assert data["options"]["epochs"] == 2  # from the object metadata
+    assert data["job_id"].startswith("job-")
+    assert validated["_attributes"]["type"] == "droptune.dataset.validated"
+    assert validated["_attributes"]["dataset_id"] == data["dataset_id"]
+
+    record = firestore_db.collection("datasets").document(data["dataset_id"]).get().to_dict()
+    assert record["state"] == "validated"
+    assert record["generation"] == str(blob.generation)
+    assert record["option_sources"]["epochs"] == "metadata droptune-epochs"
+
+
+def test_an_invalid_upload_gets_a_report_naming_the_line_and_a_rejection_event(
+    datasets_bucket: Any, firestore_db: Any, events: Any, unique_prefix: str
+) -> None:
+    name = f"{unique_prefix}broken.jsonl"
+    text = chat_lines(3) + '{"messages": [{"role": "user", "content": "unterminated"}\n'
+    datasets_bucket.blob(name).upload_from_string(text)
+
+    rejected = events.wait("droptune.dataset.rejected", name)
+    error = rejected["data"]["errors"][0]
+    assert error["line"] == 4
+    assert error["remedy"]
+    report = _report(datasets_bucket, name)
+    assert report is not None and report["verdict"] == "invalid"
+    record = firestore_db.collection("datasets").document(rejected["data"]["dataset_id"]).get().to_dict()
+    assert record["state"] == "rejected"
+
+
+def test_bad_options_are_rejected_naming_the_option_and_its_source(
+    datasets_bucket: Any, events: Any, unique_prefix: str
+) -> None:
+    name = f"{unique_prefix}options.jsonl"
+    datasets_bucket.blob(name.replace(".jsonl", ".manifest.json")).upload_from_string(
+        json.dumps({"base_model": "google/gemma3@gemma-3-1b"})
+    )
+    datasets_bucket.blob(name).upload_from_string(chat_lines(3))
+
+    rejected = events.wait("droptune.dataset.rejected", name)
+    problem = rejected["data"]["errors"][0]
+    assert problem["option"] == "base_model"
+    assert problem["source"] == "manifest field base_model"
+    assert "gemma-3-1b-it" in problem["message"] + problem["allowed"]
+
+
+def test_objects_outside_the_watched_prefix_or_not_jsonl_are_ignored_with_a_log_line(
+    stack: Any, datasets_bucket: Any, unique_prefix: str
+) -> None:
+    outside = f"elsewhere/{unique_prefix}data.jsonl"
+    not_jsonl = f"{unique_prefix}notes.txt"
+    datasets_bucket.blob(outside).upload_from_string(chat_lines(2))
+    datasets_bucket.blob(not_jsonl).upload_from_string("hello")
+
+    log = Path(stack.components["validator"].log)
+
+    def ignored() -> bool:
+        lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+        reasons = {
+            line.get("object"): line.get("reason") for line in lines if line["message"] == "upload ignored"
+        }
+        bucket = datasets_bucket.name
+        return f"gs://{bucket}/{outside}" in reasons and f"gs://{bucket}/{not_jsonl}" in reasons
+
+    wait_for(ignored, what="the validator's 'upload ignored' log lines")
+    assert datasets_bucket.get_blob(outside + ".report.json") is None
+    assert datasets_bucket.get_blob(not_jsonl + ".report.json") is None
