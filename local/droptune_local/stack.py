@@ -291,7 +291,11 @@ class _Starter:
         log = self.config.logs_dir / f"{name}.log"
         try:
             record = processes.start_process(command, env=env, log_path=log, cwd=self.source_root)
-        except (OSError, ProcessStartError) as error:
+        except ProcessStartError:
+            raise StackError(
+                f"{name} exited during start-up. Last lines of {log}:\n" + processes.log_tail(log)
+            ) from None
+        except OSError as error:
             raise StackError(f"{name} could not be started: {error}") from None
         component = Component(name, self.ports.get(name), endpoint, str(log), record)
         self.state.components[name] = component

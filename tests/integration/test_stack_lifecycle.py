@@ -96,7 +96,7 @@ def test_an_emulator_that_dies_during_start_is_reported_and_nothing_is_left(
     broken_sdk = tmp_path / "sdk"
     script = broken_sdk / "platform/pubsub-emulator/bin/cloud-pubsub-emulator"
     script.parent.mkdir(parents=True)
-    script.write_text("#!/bin/sh\necho 'java.net.BindException: simulated failure' >&2\nexit 1\n")
+    script.write_text("#!/bin/sh\necho 'java.net.BindException: simulated failure' >&2\nsleep 0.5\nexit 1\n")
     script.chmod(0o755)
     jar = broken_sdk / "platform/cloud-firestore-emulator/cloud-firestore-emulator.jar"
     jar.parent.mkdir(parents=True)

@@ -1,6 +1,7 @@
 """The model catalog against SPEC M1, M2 and M3: ids, modes, limits, regions, serving shapes."""
 
 import pytest
+
 from droptune.catalog import (
     KNOWN_MODEL_IDS,
     MODELS,

@@ -5,6 +5,7 @@ import json
 from collections.abc import Callable
 
 import pytest
+
 from droptune.datasets import DatasetReport, resolve_options, validate_dataset
 
 Validate = Callable[..., DatasetReport]

@@ -4,6 +4,7 @@ import gzip
 import json
 
 from conftest import GOOD_CHAT, Validate, codes, jsonl, only_error, warning_codes
+
 from droptune.datasets.report import Issue
 
 

@@ -4,6 +4,7 @@ import json
 
 import pytest
 from conftest import GOOD_CHAT, Validate, chat, codes, jsonl, only_error, warning_codes
+
 from droptune.datasets.report import Issue
 
 TRANSLATION = "translation-llm-002"

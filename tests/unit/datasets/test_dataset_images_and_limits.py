@@ -4,6 +4,7 @@ import base64
 from collections.abc import Mapping, Sequence
 
 from conftest import GOOD_CHAT, Validate, chat, codes, jsonl, warning_codes
+
 from droptune.datasets import ImageProblem, ImageProblemKind
 
 SCOUT = "meta/llama4@llama-4-scout-17b-16e-instruct"

@@ -1,6 +1,7 @@
 """Options without code (M4.1): sources, precedence and catalog checks with named allowed values."""
 
 import pytest
+
 from droptune.catalog import RetiredModelPolicy, TuningMode
 from droptune.datasets import (
     OptionsError,
