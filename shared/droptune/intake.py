@@ -28,6 +28,7 @@ from droptune.datasets import (
     resolve_options,
     validate_dataset,
 )
+from droptune.deployment import preflight_problem
 from droptune.envelopes import StorageObject
 from droptune.events import Publisher, make_event, publish_event
 from droptune.jsonlog import correlate, log_fields
@@ -119,6 +120,10 @@ class Intake:
             return self._reject_options(obj, dataset_id, error, manifest_error)
         if manifest_error is not None:
             return self._reject_options(obj, dataset_id, None, manifest_error)
+        unservable = preflight_problem(options.base_model, self.settings)
+        if unservable is not None:
+            # Refused before any money is spent: a tuned model nobody can serve is wasted (issue 6 §2).
+            return self._reject_options(obj, dataset_id, None, unservable, code="unservable_model")
 
         validation_blob, validation_uri = self._validation_set(bucket, obj, options)
         try:
@@ -235,7 +240,13 @@ class Intake:
         return f"gs://{obj.bucket}/{name}"
 
     def _reject_options(
-        self, obj: StorageObject, dataset_id: str, error: OptionsError | None, manifest_error: str | None
+        self,
+        obj: StorageObject,
+        dataset_id: str,
+        error: OptionsError | None,
+        manifest_error: str | None,
+        *,
+        code: str = "invalid_manifest",
     ) -> IntakeResult:
         issues: list[dict[str, str | None]] = [
             {
@@ -254,13 +265,17 @@ class Intake:
             issues.append(
                 {
                     "severity": "error",
-                    "code": "invalid_manifest",
-                    "option": None,
-                    "source": manifest_name(obj.name),
+                    "code": code,
+                    "option": "base_model" if code == "unservable_model" else None,
+                    "source": "DROPTUNE_DEPLOY" if code == "unservable_model" else manifest_name(obj.name),
                     "value": None,
-                    "allowed": "a JSON object of option names and values",
+                    "allowed": "a model servable on the configured shape"
+                    if code == "unservable_model"
+                    else "a JSON object of option names and values",
                     "message": manifest_error,
-                    "remedy": "Fix the manifest, then upload the dataset again.",
+                    "remedy": "Change the base model or the DROPTUNE_DEPLOY setting."
+                    if code == "unservable_model"
+                    else "Fix the manifest, then upload the dataset again.",
                 }
             )
         report = {

@@ -102,3 +102,17 @@ def test_objects_outside_the_watched_prefix_or_not_jsonl_are_ignored_with_a_log_
     wait_for(ignored, what="the validator's 'upload ignored' log lines")
     assert datasets_bucket.get_blob(outside + ".report.json") is None
     assert datasets_bucket.get_blob(not_jsonl + ".report.json") is None
+
+
+def test_a_model_that_cannot_be_served_on_one_l4_is_refused_before_tuning(
+    datasets_bucket: Any, events: Any, unique_prefix: str
+) -> None:
+    name = f"{unique_prefix}big.jsonl"
+    blob = datasets_bucket.blob(name)
+    blob.metadata = {"droptune-base-model": "meta/llama3-3@llama-3.3-70b-instruct"}
+    blob.upload_from_string(chat_lines(12))
+
+    rejected = events.wait("droptune.dataset.rejected", name)
+    problem = rejected["data"]["errors"][0]
+    assert problem["code"] == "unservable_model"
+    assert "DROPTUNE_DEPLOY=shape-from-catalog" in problem["message"]
