@@ -123,13 +123,12 @@ def _wait_for_document(
 
 
 def _progress_line(job: dict[str, Any]) -> str:
-    metrics = job.get("metrics") or {}
-    step, total = metrics.get("current_step"), metrics.get("total_steps")
+    latest = job.get("metrics") or {}
+    step, total = job.get("metrics_step"), job.get("total_steps")
     parts = [f"{job.get('state', '?'):<14}"]
     if isinstance(step, int) and isinstance(total, int) and total > 0:
         filled = round(20 * step / total)
         parts.append(f"[{'#' * filled}{'.' * (20 - filled)}] {step}/{total}")
-    latest = metrics.get("latest") or {}
     for key in ("/train_total_loss", "/train_fraction_of_correct_next_step_preds", "/eval_total_loss"):
         if isinstance(latest.get(key), int | float):
             parts.append(f"{key.rsplit('/', 1)[-1]}={latest[key]:.4f}")
@@ -142,21 +141,28 @@ def cmd_jobs_watch(args: argparse.Namespace) -> int:
     deadline = time.monotonic() + args.timeout
     last = ""
     job: dict[str, Any] | None = None
+    samples: dict[int, dict[str, float]] = {}  # step → metrics seen while watching, for --plot
     while time.monotonic() < deadline:
         snapshot = db.collection("jobs").document(args.job).get(timeout=10)
         job = snapshot.to_dict() if snapshot.exists else None
+        if job and isinstance(job.get("metrics_step"), int) and job.get("metrics"):
+            samples[job["metrics_step"]] = dict(job["metrics"])
         line = _progress_line(job) if job else "waiting for the launcher …"
         if line != last:
             print(f"{time.strftime('%H:%M:%S')}  {args.job}  {line}", flush=True)
             last = line
-        if job and (job.get("state") in FINAL_STATES or job.get("state") == args.until):
+        if job and (
+            job.get("state") in FINAL_STATES
+            or job.get("state") == args.until
+            or (job.get("deployment") or {}).get("skipped")
+        ):
             break
         time.sleep(args.interval)
     if job is None:
         print(f"droptune: job {args.job} not found", file=sys.stderr)
         return EXIT_FAILED
     if args.plot:
-        _plot(job, Path(args.plot))
+        _plot(args.job, samples, Path(args.plot))
     error = job.get("error")
     if error:
         print(f"error ({error.get('category')}): {error.get('message')}\nremedy: {error.get('remedy')}")
@@ -166,7 +172,7 @@ def cmd_jobs_watch(args: argparse.Namespace) -> int:
     return EXIT_OK if job.get("state") in ("deployed", "succeeded", args.until) else EXIT_FAILED
 
 
-def _plot(job: dict[str, Any], path: Path) -> None:
+def _plot(job_id: str, samples: dict[int, dict[str, float]], path: Path) -> None:
     try:
         import matplotlib
 
@@ -175,14 +181,13 @@ def _plot(job: dict[str, Any], path: Path) -> None:
     except ImportError:
         print("droptune: --plot needs matplotlib (pip install matplotlib)", file=sys.stderr)
         return
-    series = (job.get("metrics") or {}).get("series") or []
     figure, axis = plt.subplots(figsize=(7, 4))
-    for key in ("/train_total_loss", "/eval_total_loss"):
-        points = [(p["step"], p["values"][key]) for p in series if key in (p.get("values") or {})]
+    for key in ("/train_total_loss", "/eval_total_loss", "/train_fraction_of_correct_next_step_preds"):
+        points = sorted((step, values[key]) for step, values in samples.items() if key in values)
         if points:
-            axis.plot(*zip(*points, strict=True), label=key.strip("/"), marker="." if "eval" in key else None)
+            axis.plot(*zip(*points, strict=True), label=key.strip("/"), marker=".")
     axis.set_xlabel("step")
-    axis.set_title(job["job_id"])
+    axis.set_title(f"{job_id} (metrics seen while watching)")
     axis.legend()
     figure.savefig(path, dpi=100)
     print(f"metrics plot written to {path}")

@@ -52,6 +52,8 @@ class JobTransitions(Protocol):
 
     def update_deploy(self, job_id: str, fields: Mapping[str, Any]) -> None: ...
 
+    def note_not_deployed(self, job_id: str, reason: str) -> None: ...
+
     def finish_deploy(
         self, job_id: str, *, deployed: bool, fields: Mapping[str, Any], event_data: Mapping[str, Any]
     ) -> bool:
@@ -119,7 +121,9 @@ class Deployer:
         with correlate(job_id=job_id):
             target = serving_target(str(job_event.get("base_model")), self.settings)
             if target is None:
-                log.info("not deployed", extra=log_fields(deploy_policy=self.settings.deploy_policy))
+                reason = f"DROPTUNE_DEPLOY={self.settings.deploy_policy}"
+                self.jobs.note_not_deployed(job_id, reason)
+                log.info("not deployed", extra=log_fields(reason=reason))
                 return "not-deployed"
             claimed = self.jobs.begin_deploy(
                 job_id,
@@ -342,3 +346,56 @@ def _age_seconds(started_at: object) -> float:
         return (datetime.now(UTC) - datetime.fromisoformat(started_at)).total_seconds()
     except ValueError:
         return 0.0
+
+
+class StoreTransitions:
+    """`JobTransitions` over the job state machine (`droptune.jobs.state_machine.JobStore`)."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+
+    def begin_deploy(self, job_id: str, fields: Mapping[str, Any]) -> dict[str, Any] | None:
+        from droptune.jobs.record import JobState
+
+        # Only from succeeded: a repeated job.succeeded finds the job deploying (or beyond) and
+        # stops here. Redeploying after deploy_failed is a person's decision, not a redelivery's.
+        result = self.store.transition(
+            job_id,
+            expected=JobState.SUCCEEDED,
+            to=JobState.DEPLOYING,
+            fields=fields,
+            reason="deployer started",
+        )
+        return dict(result.document) if result is not None else None
+
+    def update_deploy(self, job_id: str, fields: Mapping[str, Any]) -> None:
+        from droptune.jobs.record import JobState
+
+        self.store.update_fields(job_id, fields, expected=JobState.DEPLOYING)
+
+    def note_not_deployed(self, job_id: str, reason: str) -> None:
+        from droptune.jobs.record import JobState
+
+        self.store.update_fields(job_id, {"deployment": {"skipped": reason}}, expected=JobState.SUCCEEDED)
+
+    def finish_deploy(
+        self, job_id: str, *, deployed: bool, fields: Mapping[str, Any], event_data: Mapping[str, Any]
+    ) -> bool:
+        from droptune.jobs.record import JobState
+        from droptune.jobs.state_machine import EventSpec
+
+        result = self.store.transition(
+            job_id,
+            expected=JobState.DEPLOYING,
+            to=JobState.DEPLOYED if deployed else JobState.DEPLOY_FAILED,
+            fields=fields,
+            event=EventSpec("droptune.model.deployed" if deployed else "droptune.deploy.failed", event_data),
+            reason="smoke prediction answered" if deployed else "deployment failed",
+        )
+        return result is not None
+
+
+def follow_deployment(job_document: Mapping[str, Any], context: Any) -> str:
+    """The poller's hook: one look at a deploying job (context: `droptune.jobs.poller.PollContext`)."""
+    deployer = Deployer(context.settings, StoreTransitions(context.store), VertexRest(context.settings))
+    return deployer.follow(job_document)
