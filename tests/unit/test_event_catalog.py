@@ -1,11 +1,11 @@
 """The event catalog: a schema and an AsyncAPI message per event type, and the real publishers'
 events validated against them (issue 6 §4; M4.4).
 
-Events are built by the production code wherever it exists: the validator's `Intake` over
-in-memory storage, Firestore and Pub/Sub; the job state machine's event construction over job
-documents made from the validator's real tune request; the `Deployer` over a recording job store
-and a scripted Vertex AI. Only what a transition adds to a job event (`EventSpec.data`) is written
-here, because the launcher and poller that add it in production are still being written.
+Events are built by the production code: the validator's `Intake` over in-memory storage,
+Firestore and Pub/Sub; the poller's `observe` and the `Deployer` (through its `StoreTransitions`)
+over a job store that turns each transition into the event the state machine would write to its
+outbox, with the state machine's own event construction. The launcher's events use its exact
+`EventSpec.data` over job documents made from the validator's real tune request.
 """
 
 from __future__ import annotations
@@ -15,13 +15,14 @@ import json
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import yaml
 from jsonschema import Draft202012Validator
 
-from droptune.deployment import Deployer
+from droptune.deployment import Deployer, StoreTransitions
 from droptune.envelopes import StorageObject
 from droptune.event_catalog import EVENT_CATALOG, load_common_schema, load_schema, schema_url, validate_event
 from droptune.events import DATA_SCHEMA_VERSION, EVENT_TYPES, CloudEvent, make_event, parse_event
@@ -328,7 +329,8 @@ def test_the_launchers_job_events_match_their_schemas(
 
 
 class CapturingStore:
-    """The job store as the poller uses it: each transition becomes the event it would publish."""
+    """The job store as the poller and the deployer use it: each transition becomes the event it
+    would publish. Field paths with dots update nested maps, as Firestore's `update` does."""
 
     def __init__(self, document: dict[str, Any]) -> None:
         self.document = document
@@ -341,16 +343,21 @@ class CapturingStore:
         expected: JobState,
         to: JobState,
         fields: Mapping[str, Any],
-        event: EventSpec | None,
+        event: EventSpec | None = None,
         **_: Any,
     ) -> Any:
-        self.document = self.document | dict(fields) | {"state": to.value}
+        self.update_fields(job_id, {**fields, "state": to.value})
         if event is not None:
             self.events.append(job_event(self.document, expected, event.type, **event.data))
-        return self.document
+        return SimpleNamespace(document=self.document)
 
     def update_fields(self, job_id: str, fields: Mapping[str, Any], **_: Any) -> bool:
-        self.document |= dict(fields)
+        for path, value in fields.items():
+            *parents, name = path.split(".")
+            target = self.document
+            for parent in parents:
+                target = target.setdefault(parent, {})
+            target[name] = value
         return True
 
 
@@ -419,30 +426,6 @@ def test_the_pollers_stalled_event_matches_its_schema(validated: RecordingPublis
 # --- the deployer's events ----------------------------------------------------------------
 
 
-class RecordingJobs:
-    """The state machine as the deployer sees it; finishing wraps the data as the outbox does."""
-
-    def __init__(self, document: dict[str, Any]) -> None:
-        self.document = document
-        self.events: list[dict[str, Any]] = []
-
-    def begin_deploy(self, job_id: str, fields: Mapping[str, Any]) -> dict[str, Any] | None:
-        self.document |= dict(fields) | {"state": JobState.DEPLOYING.value}
-        return self.document
-
-    def update_deploy(self, job_id: str, fields: Mapping[str, Any]) -> None:
-        for key, value in fields.items():
-            self.document["deployment"][key.removeprefix("deployment.")] = value
-
-    def finish_deploy(
-        self, job_id: str, *, deployed: bool, fields: Mapping[str, Any], event_data: Mapping[str, Any]
-    ) -> bool:
-        self.document["state"] = (JobState.DEPLOYED if deployed else JobState.DEPLOY_FAILED).value
-        event_type = "droptune.model.deployed" if deployed else "droptune.deploy.failed"
-        self.events.append(job_event(self.document, JobState.DEPLOYING, event_type, **event_data))
-        return True
-
-
 class ScriptedVertex:
     ENDPOINT = "projects/my-project-123/locations/us-central1/endpoints/42"
 
@@ -484,11 +467,11 @@ def deploy(validated: RecordingPublisher, vertex: ScriptedVertex) -> dict[str, A
         tuned_model={"model": "projects/my-project-123/locations/us-central1/models/9@1"},
         **RUNNING,
     )
-    jobs = RecordingJobs(document)
-    deployer = Deployer(SETTINGS, jobs, vertex)  # type: ignore[arg-type]
+    store = CapturingStore(document)
+    deployer = Deployer(SETTINGS, StoreTransitions(store), vertex)  # type: ignore[arg-type]
     assert deployer.start({"job_id": document["job_id"], "base_model": document["base_model"]}) == "started"
-    deployer.follow(jobs.document)
-    (event,) = jobs.events
+    deployer.follow(store.document)
+    (event,) = store.events
     return event
 
 
