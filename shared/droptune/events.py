@@ -28,6 +28,7 @@ EVENT_TYPES = frozenset(
         "droptune.dataset.validated",
         "droptune.dataset.rejected",
         "droptune.job.queued",
+        "droptune.job.awaiting_approval",
         "droptune.job.launched",
         "droptune.job.state_changed",
         "droptune.job.succeeded",

@@ -37,6 +37,7 @@ KNOWN_REGIONS = frozenset(
 
 DeployPolicy = Literal["auto", "shape-from-catalog", "never"]
 RetiredModelPolicy = Literal["reject", "allow"]
+OverBudgetPolicy = Literal["hold", "reject"]
 
 _PROJECT_ID = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
 # Bucket names: https://cloud.google.com/storage/docs/buckets#naming (dotted names excluded).
@@ -85,6 +86,10 @@ class Settings:
     api_timeout_seconds: float = 30.0
     # Pairs, not a dict: Settings is frozen and hashable, so clients can be cached per settings.
     label_pairs: tuple[tuple[str, str], ...] = ()
+    # Estimated billable training tokens (tokens × epochs, M1.12) above which a job does not start
+    # by itself: it is held for `droptune jobs approve` ("hold") or failed ("reject"). None: no guard.
+    training_token_budget: int | None = None
+    over_budget: OverBudgetPolicy = "hold"
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> Settings:
@@ -145,6 +150,10 @@ class Settings:
                 "DROPTUNE_API_TIMEOUT_SECONDS", 30.0, minimum=1.0, maximum=600.0
             ),
             label_pairs=tuple(sorted(reader.labels("DROPTUNE_LABELS").items())),
+            training_token_budget=reader.optional_integer(
+                "DROPTUNE_TRAINING_TOKEN_BUDGET", minimum=1, maximum=10**15
+            ),
+            over_budget=reader.choice("DROPTUNE_OVER_BUDGET", frozenset({"hold", "reject"}), "hold"),  # type: ignore[arg-type]
         )
 
     @property
@@ -224,6 +233,11 @@ class _Reader:
                 name, f"{number} is out of range", f"Use a number from {minimum} to {maximum}."
             )
         return number
+
+    def optional_integer(self, name: str, *, minimum: int, maximum: int) -> int | None:
+        return (
+            None if self._raw(name) is None else self.integer(name, minimum, minimum=minimum, maximum=maximum)
+        )
 
     def number(self, name: str, default: float, *, minimum: float, maximum: float) -> float:
         value = self._raw(name)
