@@ -48,7 +48,10 @@ def main() -> int:
     from droptune.cloud_clients import firestore_client
 
     datasets = firestore_client(settings).collection("datasets")
-    found = [d.to_dict() or {} for d in datasets.where("object", "==", settings.watch_prefix + name).stream()]
+    from google.cloud.firestore_v1.base_query import FieldFilter
+
+    query = datasets.where(filter=FieldFilter("object", "==", settings.watch_prefix + name))
+    found = [d.to_dict() or {} for d in query.stream()]
     record = found[0]
     job_id = record["job_id"]
     assert job_id == identity.job_id(

@@ -94,8 +94,9 @@ def cmd_upload(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(record, default=str, indent=2))
     else:
-        print(record.get("summary") or f"{record['state'].upper()}: {uri}")
-        if record["state"] == "validated":
+        if record["state"] != "validated":
+            print(record.get("summary") or f"{record['state'].upper()}: {uri}")
+        else:
             stats = record.get("stats") or {}
             print(
                 f"VALID: {stats.get('examples')} examples, about {stats.get('total_tokens')} tokens "
@@ -207,6 +208,7 @@ def cmd_events_tail(args: argparse.Namespace) -> int:
         "topic": f"projects/{settings.project}/topics/{settings.events_topic}",
         "expiration_policy": {"ttl": {"seconds": 86400}},
     }
+    wanted = None
     if args.type:
         wanted = args.type if args.type.startswith("droptune.") else f"droptune.{args.type}"
         request["filter"] = f'attributes.type = "{wanted}"'
@@ -222,6 +224,8 @@ def cmd_events_tail(args: argparse.Namespace) -> int:
                 )
             for message in response.received_messages:
                 event = json.loads(message.message.data)
+                if wanted and event.get("type") != wanted:
+                    continue  # the Pub/Sub emulator accepts filters but does not apply them
                 seen += 1
                 if args.json:
                     print(json.dumps(event), flush=True)
@@ -291,7 +295,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     except VertexApiError as error:
         print(f"droptune: {error}", file=sys.stderr)
         return EXIT_FAILED
-    print(json.dumps(predictions) if args.json else (predictions[0] if predictions else ""))
+    if args.json:
+        print(json.dumps(predictions))
+    else:
+        # Model Garden's serving containers echo "Prompt:\n…\nOutput:\n" before the answer.
+        text = str(predictions[0]) if predictions else ""
+        print(text.split("\nOutput:\n", 1)[-1].strip())
     return EXIT_OK
 
 

@@ -145,7 +145,7 @@ class Deployer:
                 endpoint = (claimed.get("tuned_model") or {}).get("endpoint")
                 self.jobs.update_deploy(job_id, {"deployment.endpoint": endpoint, "deployment.managed": True})
                 return "managed"
-            checkpoint = claimed.get("final_checkpoint_uri") or job_event.get("checkpoint_uri")
+            checkpoint = claimed.get("final_checkpoint_uri") or job_event.get("final_checkpoint_uri")
             if not checkpoint:
                 self._fail(
                     claimed,
