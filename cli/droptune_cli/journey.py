@@ -279,27 +279,34 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     settings = connect()
     endpoint = args.target
+    chat = bool(args.chat)
     if not endpoint.startswith("projects/"):
         _, db = _clients(settings)
         snapshot = db.collection("jobs").document(args.target).get(timeout=10)
         job = snapshot.to_dict() if snapshot.exists else None
-        endpoint = job and job.get("endpoint")
-        if not endpoint:
+        endpoint = job.get("endpoint") if job else None
+        if not endpoint or job is None:
             print(f"droptune: {args.target} is not a deployed job or an endpoint name", file=sys.stderr)
             return EXIT_FAILED
+        # A model tuned on conversations answers through the chat template it learned them with.
+        chat = chat or (job.get("stats") or {}).get("format") == "chat_messages"
+    vertex = VertexRest(settings)
     try:
-        predictions = VertexRest(settings).predict(
-            endpoint,
-            [{"prompt": args.prompt, "max_tokens": args.max_tokens, "temperature": args.temperature}],
-        )
+        if chat:
+            answers = [
+                vertex.chat(endpoint, args.prompt, max_tokens=args.max_tokens, temperature=args.temperature)
+            ]
+        else:
+            instance = {"prompt": args.prompt, "max_tokens": args.max_tokens, "temperature": args.temperature}
+            answers = [str(p) for p in vertex.predict(endpoint, [instance])]
     except VertexApiError as error:
         print(f"droptune: {error}", file=sys.stderr)
         return EXIT_FAILED
     if args.json:
-        print(json.dumps(predictions))
+        print(json.dumps(answers))
     else:
-        # Model Garden's serving containers echo "Prompt:\n…\nOutput:\n" before the answer.
-        text = str(predictions[0]) if predictions else ""
+        # Model Garden's serving containers echo "Prompt:\n…\nOutput:\n" before a raw answer.
+        text = answers[0] if answers else ""
         print(text.split("\nOutput:\n", 1)[-1].strip())
     return EXIT_OK
 
@@ -354,5 +361,6 @@ def add_commands(commands: Any) -> None:
     p.add_argument("prompt")
     p.add_argument("--max-tokens", type=int, default=64)
     p.add_argument("--temperature", type=float, default=0.0)
+    p.add_argument("--chat", action="store_true", help="use the chat route (the default for chat-tuned jobs)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_predict)

@@ -222,6 +222,9 @@ class Deployer:
         try:
             if deployment.get("managed"):
                 answer = self.vertex.generate_content(endpoint, SMOKE_PROMPT)
+            elif (job.get("stats") or {}).get("format") == "chat_messages":
+                # Tuned on conversations: ask through the chat template it learned them with.
+                answer = self.vertex.chat(endpoint, SMOKE_PROMPT, max_tokens=SMOKE_MAX_TOKENS)
             else:
                 predictions = self.vertex.predict(
                     endpoint, [{"prompt": SMOKE_PROMPT, "max_tokens": SMOKE_MAX_TOKENS, "temperature": 0}]

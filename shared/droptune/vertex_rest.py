@@ -102,6 +102,21 @@ class VertexRest:
         answer = self._call("POST", f"v1/{endpoint}:predict", {"instances": instances})
         return list(answer.get("predictions") or [])
 
+    def chat(self, endpoint: str, prompt: str, *, max_tokens: int, temperature: float = 0.0) -> str:
+        """The OpenAI-compatible chat completions route of a Model Garden endpoint: the model's
+        chat template is applied, as it was in tuning on a chat dataset."""
+        answer = self._call(
+            "POST",
+            f"v1/{endpoint}/chat/completions",
+            {
+                "messages": [{"role": "user", "content": prompt}],
+                "max_tokens": max_tokens,
+                "temperature": temperature,
+            },
+        )
+        choices = answer.get("choices") or [{}]
+        return str((choices[0].get("message") or {}).get("content", ""))
+
     def generate_content(self, endpoint: str, prompt: str) -> str:
         answer = self._call(
             "POST",
