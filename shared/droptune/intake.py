@@ -308,7 +308,12 @@ class Intake:
         }
 
     def _finish_rejected(
-        self, obj: StorageObject, dataset_id: str, report_uri: str, report: Mapping[str, Any], summary: str
+        self,
+        obj: StorageObject,
+        dataset_id: str,
+        report_uri: str,
+        report: Mapping[str, Any],
+        summary: str,
     ) -> IntakeResult:
         errors = list(report.get("errors", []))[:10]
         document = self._dataset_document(obj, dataset_id, report_uri) | {
@@ -328,9 +333,16 @@ class Intake:
                 "generation": obj.generation,
                 "md5_hash": obj.md5_hash,
                 "report_uri": report_uri,
+                **({"base_model": report["base_model"]} if report.get("base_model") else {}),
                 "error_total": document["error_total"],
                 "errors": errors,
                 "summary": summary,
+                # The categorised error every failure event carries (M3.9): bad data is the user's to fix.
+                "error": {
+                    "category": "user_data",
+                    "message": summary.splitlines()[0],
+                    "remedy": f"Fix the problems listed in {report_uri}, then upload the file again.",
+                },
             },
         )
         publish_event(self.publisher, self.settings.events_topic, event)

@@ -450,6 +450,9 @@ class ScriptedVertex:
     def predict(self, endpoint: str, instances: list[dict[str, Any]]) -> list[Any]:
         return ["I answer questions about arithmetic."]
 
+    def chat(self, endpoint: str, prompt: str, **_: Any) -> str:
+        return "Hello from the tuned model."
+
     def generate_content(self, endpoint: str, prompt: str) -> str:
         raise VertexApiError(400, "not a managed endpoint")
 
