@@ -13,27 +13,11 @@ from dataclasses import dataclass, fields
 from typing import Literal
 
 from droptune import topology
+from droptune.catalog import OPEN_MODEL_REGIONS, PALM_REGIONS
 
 # Regions where open-model tuning runs (SPEC M1.2), plus those of the PaLM pipeline (M3.6):
 # the catalog narrows this per model.
-KNOWN_REGIONS = frozenset(
-    {
-        "us-central1",
-        "europe-west4",
-        "us-west1",
-        "us-east5",
-        "asia-southeast1",
-        "europe-west3",
-        "europe-west2",
-        "asia-northeast1",
-        "us-east4",
-        "us-west4",
-        "northamerica-northeast1",
-        "europe-west9",
-        "europe-west1",
-        "asia-northeast3",
-    }
-)
+KNOWN_REGIONS = frozenset(OPEN_MODEL_REGIONS) | frozenset(PALM_REGIONS)
 
 DeployPolicy = Literal["auto", "shape-from-catalog", "never"]
 RetiredModelPolicy = Literal["reject", "allow"]
