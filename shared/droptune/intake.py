@@ -69,17 +69,44 @@ class Blob(Protocol):
     def upload_from_string(self, data: str, **kwargs: Any) -> None: ...
 
 
+# Object names are at most 1024 bytes; the report adds its suffix to the name.
+MAX_DATASET_NAME_BYTES = 1024 - len(REPORT_SUFFIX)
+
+
 def ignore_reason(obj: StorageObject, settings: Settings) -> str | None:
-    """Why an object is not a dataset upload, or None when it is one."""
-    if obj.bucket != settings.datasets_bucket:
-        return f"bucket {obj.bucket} is not the datasets bucket {settings.datasets_bucket}"
-    if not obj.name.startswith(settings.watch_prefix):
-        return f"outside the watched prefix {settings.watch_prefix}"
-    if not obj.name.endswith(".jsonl"):
-        return "not a .jsonl file (reports, manifests and other files are not datasets)"
-    if is_validation_dataset_name(obj.name):
-        return "a validation set: it is validated with its training file, which must be uploaded after it"
-    return None
+    """Why an object is not a dataset upload, or None when it is one (the first rule that applies)."""
+    segments = obj.name.split("/")
+    rules = (
+        (
+            any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in obj.name),
+            "the object name holds control characters; rename it with letters, digits, / - _ .",
+        ),
+        (
+            ".." in segments or "." in segments[:-1],
+            "the object name has '.' or '..' path segments; upload it under a plain folder name",
+        ),
+        (
+            len(obj.name.encode()) > MAX_DATASET_NAME_BYTES,
+            f"the object name is longer than {MAX_DATASET_NAME_BYTES} bytes, leaving no room for its report",
+        ),
+        (
+            obj.bucket != settings.datasets_bucket,
+            f"bucket {obj.bucket} is not the datasets bucket {settings.datasets_bucket}",
+        ),
+        (
+            not obj.name.startswith(settings.watch_prefix),
+            f"outside the watched prefix {settings.watch_prefix}",
+        ),
+        (
+            not obj.name.endswith(".jsonl"),
+            "not a .jsonl file (reports, manifests and other files are not datasets)",
+        ),
+        (
+            is_validation_dataset_name(obj.name),
+            "a validation set: it is validated with its training file, which must be uploaded after it",
+        ),
+    )
+    return next((reason for applies, reason in rules if applies), None)
 
 
 class Intake:
