@@ -183,7 +183,6 @@ def run_plan(plan: TrainingPlan) -> dict[str, Any]:  # noqa: PLR0912, PLR0915 - 
     metrics_log = work / "metrics.jsonl"
     save_steps = _checkpoint_steps(plan, steps_per_epoch, total_steps)
     eval_steps = _evaluation_steps(plan, steps_per_epoch, total_steps) if validation_set else set()
-    pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id)
 
     last_upload = time.monotonic()
 
@@ -207,7 +206,7 @@ def run_plan(plan: TrainingPlan) -> dict[str, Any]:  # noqa: PLR0912, PLR0915 - 
     stopped_early = False
     started = time.monotonic()
     model.train()
-    for batch in _batches(train_set, plan.batch_size, total_steps, pad_id, device):
+    for batch in _batches(train_set, plan.batch_size, total_steps, device):
         step += 1
         loss_sum, correct, count = _forward_metrics(model, batch)
         loss = loss_sum / count.clamp(min=1)
@@ -226,7 +225,7 @@ def run_plan(plan: TrainingPlan) -> dict[str, Any]:  # noqa: PLR0912, PLR0915 - 
             },
         )
         if step in eval_steps:
-            eval_values = _evaluate(model, validation_set, plan.batch_size, pad_id, device)
+            eval_values = evaluate_examples(model, validation_set, plan.batch_size, device)
             log(step, eval_values)
             eval_loss = eval_values["/eval_total_loss"]
             if eval_loss < best_eval - 1e-4:
@@ -400,7 +399,7 @@ def _evaluation_steps(plan: TrainingPlan, steps_per_epoch: int, total_steps: int
 
 
 def _batches(
-    examples: list[EncodedExample], batch_size: int, total_steps: int, pad_id: int, device: torch.device
+    examples: list[EncodedExample], batch_size: int, total_steps: int, device: torch.device
 ) -> Iterator[dict[str, torch.Tensor]]:
     import torch
 
@@ -411,23 +410,32 @@ def _batches(
         for start in range(0, len(order), batch_size):
             if produced == total_steps:
                 return
-            yield _collate([examples[i] for i in order[start : start + batch_size]], pad_id, device)
+            yield _pack([examples[i] for i in order[start : start + batch_size]], device)
             produced += 1
 
 
-def _collate(examples: list[EncodedExample], pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
+def _pack(examples: list[EncodedExample], device: torch.device) -> dict[str, torch.Tensor]:
+    """One batch as a single row, examples end to end: no padding token is ever computed.
+
+    Position ids restart at 0 for each example; with no attention mask, transformers reads the
+    restarts as packed sequences and attends only within each example (masking_utils,
+    find_packed_sequence_indices), so the loss equals that of the padded batch. Each example's first
+    label is ignored: it would otherwise be predicted from the end of the previous example.
+    """
     import torch
 
-    width = max(len(e.input_ids) for e in examples)
-    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(examples), width), IGNORED_LABEL, dtype=torch.long)
-    mask = torch.zeros((len(examples), width), dtype=torch.long)
-    for row, example in enumerate(examples):
-        n = len(example.input_ids)
-        ids[row, :n] = torch.tensor(example.input_ids)
-        labels[row, :n] = torch.tensor(example.labels)
-        mask[row, :n] = 1
-    return {"input_ids": ids.to(device), "labels": labels.to(device), "attention_mask": mask.to(device)}
+    ids: list[int] = []
+    labels: list[int] = []
+    positions: list[int] = []
+    for example in examples:
+        ids += example.input_ids
+        labels += [IGNORED_LABEL, *example.labels[1:]]
+        positions += range(len(example.input_ids))
+    return {
+        "input_ids": torch.tensor([ids], dtype=torch.long, device=device),
+        "labels": torch.tensor([labels], dtype=torch.long, device=device),
+        "position_ids": torch.tensor([positions], dtype=torch.long, device=device),
+    }
 
 
 def _forward_metrics(
@@ -436,7 +444,10 @@ def _forward_metrics(
     """Summed cross-entropy, correct next-token predictions and their count, on labelled tokens only."""
     from torch.nn import functional
 
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+    # No cache: a cache would make transformers ignore the packed position ids (and costs memory).
+    logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits[
+        :, :-1
+    ]
     targets = batch["labels"][:, 1:]
     labelled = targets != IGNORED_LABEL
     loss_sum = functional.cross_entropy(
@@ -449,9 +460,10 @@ def _forward_metrics(
     return loss_sum, correct, labelled.sum()
 
 
-def _evaluate(
-    model: Any, examples: list[EncodedExample], batch_size: int, pad_id: int, device: torch.device
+def evaluate_examples(
+    model: Any, examples: list[EncodedExample], batch_size: int, device: torch.device
 ) -> dict[str, float]:
+    """The `/eval_*` metrics: token-weighted loss and accuracy over completion / assistant tokens."""
     import torch
 
     model.eval()
@@ -459,7 +471,7 @@ def _evaluate(
     with torch.no_grad():
         for start in range(0, len(examples), batch_size):
             loss_sum, correct, count = _forward_metrics(
-                model, _collate(examples[start : start + batch_size], pad_id, device)
+                model, _pack(examples[start : start + batch_size], device)
             )
             loss_total += float(loss_sum.item())
             correct_total += int(correct.item())
