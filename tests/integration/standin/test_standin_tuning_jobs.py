@@ -10,6 +10,7 @@ import pytest
 import requests
 from conftest import LOCATION, PROJECT, Datasets, StandinServer, wait_for, wait_until_ended
 from google.api_core import exceptions
+
 from vertex_standin.tensorboard_events import read_scalar_tags
 
 pytestmark = [pytest.mark.integration]
