@@ -7,6 +7,7 @@ Kept to plain dict/list operations: this runs once per line of files up to 1 GB.
 """
 
 import difflib
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -14,6 +15,7 @@ from droptune.catalog import ModelFamily, ModelSpec
 from droptune.datasets.formats import DatasetFormat
 from droptune.datasets.images import SUPPORTED_MIME_TYPES, check_data_url
 from droptune.datasets.report import IssueLog
+from droptune.datasets.tokens import estimate_tokens
 
 # Values that pandas/CSV exports write for a missing cell (research: malformed case 25).
 MISSING_VALUE_STRINGS = frozenset({"nan", "none", "null", "n/a"})
@@ -81,6 +83,49 @@ def _type_name(value: object) -> str:
         return "null"
     names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}
     return names.get(type(value), "a number")
+
+
+TurnProblem = tuple[str, str, str, str]  # code, message, remedy, field
+
+
+def find_turn_order_problem(
+    rules: FormatRules, roles: list[tuple[int, str]], container: str, key: str
+) -> TurnProblem | None:
+    """system (chat only, first), then user and answer turns alternating, starting with user
+    and ending with an answer (malformed cases 20–22; chat templates reject anything else)."""
+    answer_roles = rules.answer_roles
+    answer = rules.answer_name
+    expect_answer = False
+    for position, (index, role) in enumerate(roles):
+        field = f"{container}[{index}].{key}"
+        if role == "system":
+            if position != 0:
+                return (
+                    "system_not_first",
+                    "A system message may only be the first message.",
+                    "Move the system message to the start, or merge it into the first user turn.",
+                    field,
+                )
+            continue
+        if (role in answer_roles) != expect_answer:
+            wanted = answer if expect_answer else "user"
+            return (
+                "turns_not_alternating",
+                f"Expected a {wanted!r} turn here, found {role!r}: turns must alternate "
+                f"user/{answer}, starting with user.",
+                "Merge consecutive turns of the same role, or add the missing turn.",
+                field,
+            )
+        expect_answer = not expect_answer
+    last_index, last_role = roles[-1]
+    if last_role not in answer_roles:
+        return (
+            "last_turn_not_answer",
+            f"The last turn is {last_role!r}; the example must end with the {answer!r} turn it trains on.",
+            f"Add the {answer} reply, or drop the trailing {last_role} turn.",
+            f"{container}[{last_index}].{key}",
+        )
+    return None
 
 
 class Example:
@@ -201,43 +246,9 @@ class Example:
         return None
 
     def check_turn_order(self, roles: list[tuple[int, str]], container: str, key: str) -> None:
-        """system (chat only, first), then user and answer turns alternating, starting with user
-        and ending with an answer (malformed cases 20–22; chat templates reject anything else)."""
-        answer_roles = self.rules.answer_roles
-        answer = self.rules.answer_name
-        expect_answer = False
-        for position, (index, role) in enumerate(roles):
-            field = f"{container}[{index}].{key}"
-            if role == "system":
-                if position != 0:
-                    self.error(
-                        "system_not_first",
-                        "A system message may only be the first message.",
-                        "Move the system message to the start, or merge it into the first user turn.",
-                        field,
-                    )
-                    return
-                continue
-            if (role in answer_roles) != expect_answer:
-                wanted = answer if expect_answer else "user"
-                self.error(
-                    "turns_not_alternating",
-                    f"Expected a {wanted!r} turn here, found {role!r}: turns must alternate "
-                    f"user/{answer}, starting with user.",
-                    "Merge consecutive turns of the same role, or add the missing turn.",
-                    field,
-                )
-                return
-            expect_answer = not expect_answer
-        last_index, last_role = roles[-1]
-        if last_role not in answer_roles:
-            self.error(
-                "last_turn_not_answer",
-                f"The last turn is {last_role!r}; the example must end with the {answer!r} turn "
-                "it trains on.",
-                f"Add the {answer} reply, or drop the trailing {last_role} turn.",
-                f"{container}[{last_index}].{key}",
-            )
+        problem = find_turn_order_problem(self.rules, roles, container, key)
+        if problem is not None:
+            self.error(*problem)
 
     def check_image_url(self, url: object, field: str) -> None:
         self.has_image = True
@@ -326,7 +337,8 @@ def check_chat(example: dict[str, object], ex: Example) -> None:  # noqa: PLR091
             role = message.get("role")
             content = message.get("content")
             if (
-                role in turn_roles
+                type(role) is str
+                and role in turn_roles
                 and type(content) is str
                 and len(content) > 4
                 and "<" not in content
@@ -545,3 +557,108 @@ CHECKS: Mapping[DatasetFormat, Callable[[dict[str, object], Example], None]] = {
     DatasetFormat.PALM_TEXT: check_palm_text,
     DatasetFormat.PALM_CHAT: check_palm_chat,
 }
+
+
+# Distinct role sequences remembered per file; past this, sequences are checked without storing.
+MAX_REMEMBERED_TURN_ORDERS = 4096
+
+# (an example already parsed, whether its whole run of lines is ASCII) → its token count, or -1
+PlainCheck = Callable[[object, bool], int]
+
+
+def plain_examples_check(rules: FormatRules, count: Callable[[str], int], limit: int) -> PlainCheck | None:
+    """The fast path of the two most common formats, for files of up to 1 GB; None for the others.
+
+    A plain example is one the full check (`check_chat`, `check_prompt_completion`) would pass
+    without a single error or warning: exactly the known keys, known roles in a valid turn order,
+    texts that are strings of more than 4 characters with no "<" and not only whitespace (so
+    neither the missing-value nor the control-token warning can apply), and no output over the
+    model's output limit, at most `limit` tokens in all. For such an example the check returns
+    its token count; for anything else -1, and the caller runs the full check, which explains
+    what is wrong. So the fast path decides nothing on its own: it only skips the full check
+    where that check has nothing to say.
+    Written as closures over plain locals: this runs once per line of a 1 GB file.
+    """
+    # No output limit: a bound no text reaches, so the loop compares without a None test.
+    output_limit = rules.spec.max_output_tokens or sys.maxsize
+    estimating = count is estimate_tokens
+    turn_roles = rules.turn_roles
+    turn_orders: dict[tuple[str, ...], bool] = {}
+
+    def turn_order_ok(roles: tuple[str, ...]) -> bool:
+        ok = (
+            bool(roles)
+            and all(type(role) is str and role in turn_roles for role in roles)
+            and find_turn_order_problem(rules, list(enumerate(roles)), "messages", "role") is None
+        )
+        if len(turn_orders) < MAX_REMEMBERED_TURN_ORDERS:
+            turn_orders[roles] = ok
+        return ok
+
+    def chat_tokens(example: object, ascii_only: bool) -> int:  # noqa: PLR0911 (one exit per rule)
+        # The estimate of an ASCII text is (length + 3) // 4 (tokens.estimate_tokens), inlined.
+        inline = ascii_only and estimating
+        try:
+            if len(example) != 1:  # type: ignore[arg-type]
+                return -1
+            messages = example["messages"]  # type: ignore[index]
+            if type(messages) is not list:
+                return -1
+            total = 0
+            roles = []
+            for message in messages:
+                # A list or a string of two items fails on the subscript: TypeError below.
+                content = message["content"]
+                if type(content) is not str or len(message) != 2:
+                    return -1
+                size = len(content)
+                if size <= 4 or "<" in content or content.isspace():
+                    return -1
+                role = message["role"]
+                tokens = (size + 3) >> 2 if inline else count(content)
+                if tokens > output_limit and role == "assistant":
+                    return -1
+                total += tokens
+                roles.append(role)
+            key = tuple(roles)
+            ok = turn_orders.get(key)
+        except (KeyError, TypeError):  # a missing key, a non-object, an unhashable role
+            return -1
+        if ok is None:
+            ok = turn_order_ok(key)
+        return total if ok and total <= limit else -1
+
+    def prompt_completion_tokens(example: object, ascii_only: bool) -> int:
+        try:
+            if len(example) != 2:  # type: ignore[arg-type]
+                return -1
+            prompt = example["prompt"]  # type: ignore[index]
+            completion = example["completion"]  # type: ignore[index]
+        except (KeyError, TypeError):
+            return -1
+        if (
+            type(prompt) is not str
+            or type(completion) is not str
+            or len(prompt) <= 4
+            or len(completion) <= 4
+            or "<" in prompt
+            or "<" in completion
+            or prompt.isspace()
+            or completion.isspace()
+        ):
+            return -1
+        if ascii_only and estimating:
+            tokens = (len(prompt) + 3) >> 2
+            output = (len(completion) + 3) >> 2
+        else:
+            tokens = count(prompt)
+            output = count(completion)
+        if output > output_limit or tokens + output > limit:
+            return -1
+        return tokens + output
+
+    if rules.format is DatasetFormat.CHAT:
+        return chat_tokens
+    if rules.format is DatasetFormat.PROMPT_COMPLETION:
+        return prompt_completion_tokens
+    return None

@@ -6,12 +6,12 @@ a gs:// image checker. Nothing here reads the environment or opens a network con
 """
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
 
 from droptune.catalog import ModelFamily, ModelSpec, OverLimitAction
-from droptune.datasets.checks import CHECKS, Example, FormatRules, rules_for
+from droptune.datasets.checks import CHECKS, Example, FormatRules, PlainCheck, plain_examples_check, rules_for
 from droptune.datasets.formats import (
     ACCEPTED_FORMATS,
     DatasetFormat,
@@ -46,6 +46,9 @@ def _reject_constant(name: str) -> object:
 
 # NaN and Infinity are accepted by Python's json but by no strict JSON reader (and pandas writes them).
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+# The decoder's own scanner (what raw_decode calls): parses one value at a position of a longer
+# string, so a whole run of lines is parsed in place, with no per-line str or whitespace regex.
+_SCAN_ONCE: Callable[[str, int], tuple[object, int]] = _DECODER.scan_once  # type: ignore[attr-defined]
 
 
 def _json_remedy(error: json.JSONDecodeError, text: str) -> str:
@@ -169,25 +172,29 @@ class _TokenRules:
             )
 
 
-# The per-line loop of a 1 GB file: kept in one function on purpose (no per-line indirection).
-def _scan_file(  # noqa: PLR0912, PLR0915
-    stream: BinaryIO,
-    scan: _Scan,
-    tokens: _TokenRules,
-    options: TuningOptions,
-    expected_format: DatasetFormat | None,
-) -> None:
-    log = scan.log
-    reader = LineReader(stream)
-    problem = sniff_content(reader.head)
-    if problem is not None:
-        log.add_error(problem.code, problem.message, problem.remedy, line=1)
-        scan.fatal = True
-        return
-    accepted = ACCEPTED_FORMATS[scan.spec.family]
-    check = None
-    pending: tuple[int, str, str] | None = None  # an object cut at the end of its line
-    for number, offset, data in reader:
+class _LineChecker:
+    """The full check of one line, every rule with its message: the path of a file's first line,
+    of every line the fast path does not vouch for, and of the formats without a fast path."""
+
+    def __init__(
+        self,
+        scan: _Scan,
+        tokens: _TokenRules,
+        options: TuningOptions,
+        expected_format: DatasetFormat | None,
+    ) -> None:
+        self.scan = scan
+        self.tokens = tokens
+        self.default_context = options.default_context
+        self.expected_format = expected_format
+        self.accepted = ACCEPTED_FORMATS[scan.spec.family]
+        self.check: Callable[[dict[str, object], Example], None] | None = None
+        self.pending: tuple[int, str, str] | None = None  # an object cut at the end of its line
+
+    def line(self, number: int, offset: int, data: bytes | None) -> None:  # noqa: PLR0911
+        """Decode and parse one line, then check it; sets scan.fatal when the file is not JSONL."""
+        scan = self.scan
+        log = scan.log
         scan.lines = number
         if data is None:
             scan.examples += 1
@@ -199,11 +206,11 @@ def _scan_file(  # noqa: PLR0912, PLR0915
                 "and reference them by gs:// URI.",
                 line=number,
             )
-            continue
+            return
         if not data or data.isspace():
             scan.blank_lines += 1
             scan.first_blank_line = scan.first_blank_line or number
-            continue
+            return
         scan.examples += 1
         try:
             text = data.decode("utf-8")
@@ -217,25 +224,25 @@ def _scan_file(  # noqa: PLR0912, PLR0915
                 "Re-save the file as UTF-8 (e.g. iconv -f cp1252 -t utf-8 in.jsonl > out.jsonl).",
                 line=number,
             )
-            continue
+            return
         try:
             example = _DECODER.decode(text)
         except json.JSONDecodeError as error:
             scan.invalid += 1
-            if pending is not None:
+            if self.pending is not None:
                 # Two incomplete objects in a row: the objects span lines.
                 log.add_error(
                     "pretty_printed_json",
                     "A JSON object continues over several lines (pretty-printed JSON), but JSONL needs "
                     "one complete object per line.",
                     "Write each example on a single line, e.g. jq -c . data.json > data.jsonl",
-                    line=pending[0],
+                    line=self.pending[0],
                 )
                 scan.fatal = True
                 return
             if error.pos >= len(text.rstrip()) or error.msg.startswith("Unterminated string"):
-                pending = (number, error.msg, text)
-                continue
+                self.pending = (number, error.msg, text)
+                return
             code = "several_json_values" if error.msg == "Extra data" else "invalid_json"
             message = (
                 f"More than one JSON value on the line (extra data at column {error.colno})."
@@ -248,7 +255,7 @@ def _scan_file(  # noqa: PLR0912, PLR0915
                 else _json_remedy(error, text)
             )
             log.add_error(code, message, remedy, line=number)
-            continue
+            return
         except ValueError as error:
             scan.invalid += 1
             log.add_error(
@@ -257,10 +264,16 @@ def _scan_file(  # noqa: PLR0912, PLR0915
                 "Replace NaN/Infinity with a string or drop it.",
                 line=number,
             )
-            continue
-        if pending is not None:
-            _flush_incomplete(log, pending)
-            pending = None
+            return
+        self.example(number, example)
+
+    def example(self, number: int, example: object) -> None:
+        """Check one parsed line (counted by the caller as an example) against its format's rules."""
+        scan = self.scan
+        log = scan.log
+        if self.pending is not None:
+            _flush_incomplete(log, self.pending)
+            self.pending = None
         if type(example) is not dict:
             scan.invalid += 1
             hint = (
@@ -271,21 +284,21 @@ def _scan_file(  # noqa: PLR0912, PLR0915
             log.add_error(
                 "not_an_object",
                 f"The line is a JSON {type(example).__name__}, not an object.{hint}",
-                "Each line must be one JSON object: " + accepted_formats_remedy(accepted),
+                "Each line must be one JSON object: " + accepted_formats_remedy(self.accepted),
                 line=number,
             )
-            continue
+            return
         fmt = detect_format(example)
         if fmt is None:
             scan.invalid += 1
-            message, remedy = describe_unknown_format(list(example), accepted)
+            message, remedy = describe_unknown_format(list(example), self.accepted)
             log.add_error("unknown_format", message, remedy, line=number)
-            continue
+            return
         if scan.format is None:
             scan.format = fmt
             scan.rules = rules_for(scan.spec, fmt)
-            check = CHECKS[fmt]
-            _check_file_format(scan, fmt, accepted, expected_format, number)
+            self.check = CHECKS[fmt]
+            _check_file_format(scan, fmt, self.accepted, self.expected_format, number)
         elif fmt is not scan.format:
             scan.invalid += 1
             log.add_error(
@@ -294,18 +307,18 @@ def _scan_file(  # noqa: PLR0912, PLR0915
                 f"Write every line in one format ({scan.format.value}).",
                 line=number,
             )
-            continue
-        assert check is not None and scan.rules is not None
+            return
+        assert self.check is not None and scan.rules is not None
         errors_before = log.error_count
         ex = Example(number, log, scan.rules)
-        check(example, ex)
+        self.check(example, ex)
         scan.author_fields += ex.author_fields
         if fmt is DatasetFormat.PALM_CHAT:
             ex.inputs_have_context = "context" in example
-        total = tokens.measure(ex, scan, options.default_context)
+        total = self.tokens.measure(ex, scan, self.default_context)
         if log.error_count > errors_before:
             scan.invalid += 1
-            continue
+            return
         scan.max_tokens = max(scan.max_tokens, total)
         if ex.has_image:
             scan.valid_with_image += 1
@@ -316,8 +329,112 @@ def _scan_file(  # noqa: PLR0912, PLR0915
         for uri, field in ex.gcs_images:
             first = scan.gcs_images.get(uri)
             scan.gcs_images[uri] = (number, field, 1) if first is None else (first[0], first[1], first[2] + 1)
-    if pending is not None:
-        _flush_incomplete(log, pending)
+
+
+def _undecided(example: object, ascii_only: bool) -> int:
+    return -1
+
+
+def _no_fast_path(example: object, ascii_only: bool) -> int:
+    return -1
+
+
+# The per-line loop of a 1 GB file: kept in one function on purpose (no per-line indirection on
+# the common path). Each run of lines from the reader is decoded with one call; each line is
+# parsed in place with the JSON scanner (no per-line bytes, str or whitespace regex) and, when the
+# file's format has a fast path, checked by it (checks.PlainExamples). Any line the fast path
+# does not vouch for takes the full check, so both paths give the same report.
+def _scan_file(  # noqa: PLR0912, PLR0915
+    stream: BinaryIO,
+    scan: _Scan,
+    tokens: _TokenRules,
+    options: TuningOptions,
+    expected_format: DatasetFormat | None,
+) -> None:
+    reader = LineReader(stream)
+    problem = sniff_content(reader.head)
+    if problem is not None:
+        scan.log.add_error(problem.code, problem.message, problem.remedy, line=1)
+        scan.fatal = True
+        return
+    checker = _LineChecker(scan, tokens, options, expected_format)
+    full_check = checker.line
+    scan_once = _SCAN_ONCE
+    plain: PlainCheck = _undecided  # the format's fast path, once the first example has fixed the format
+    number = 0  # the number of the last line seen
+    for offset, data in reader.runs():
+        number += 1
+        reader.note_run_start(number, offset)
+        if data is None:
+            full_check(number, offset, data)
+            continue
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            # Some line of the run is not UTF-8: each line on its own, so the error has its line.
+            line_offset = offset
+            for line in data.split(b"\n"):
+                full_check(number, line_offset, line)
+                if scan.fatal:
+                    return
+                number += 1
+                line_offset += len(line) + 1
+            number -= 1
+            continue
+        # Character positions are byte positions in an ASCII run; otherwise a line's byte offset
+        # is counted only when the full check needs it (chars_seen → bytes_seen).
+        ascii_only = len(text) == len(data)
+        chars_seen = bytes_seen = 0
+        valid = total_tokens = max_tokens = 0
+        cut_object = checker.pending is not None  # the previous line ended inside an object
+        end_of_run = len(text)
+        start = 0
+        while True:
+            stop = text.find("\n", start)
+            if stop < 0:
+                stop = end_of_run
+            try:
+                example, end = scan_once(text, start)
+            except (StopIteration, ValueError, RecursionError):
+                end = -1  # blank, leading whitespace or invalid JSON: the full check reports it
+            if end == stop and not cut_object:
+                tokens_of_example = plain(example, ascii_only)
+                if tokens_of_example >= 0:
+                    valid += 1
+                    total_tokens += tokens_of_example
+                    if tokens_of_example > max_tokens:  # noqa: PLR1730 (no call per line)
+                        max_tokens = tokens_of_example
+                else:
+                    scan.lines = number
+                    scan.examples += 1
+                    checker.example(number, example)
+                    if plain is _undecided and scan.rules is not None:
+                        plain = plain_examples_check(scan.rules, tokens.count, tokens.limit) or _no_fast_path
+            else:
+                if ascii_only:
+                    line = data[start:stop]
+                    bytes_seen = start
+                else:
+                    bytes_seen += len(text[chars_seen:start].encode("utf-8"))
+                    chars_seen = start
+                    line = text[start:stop].encode("utf-8")
+                full_check(number, offset + bytes_seen, line)
+                if scan.fatal:
+                    break
+                cut_object = checker.pending is not None
+            if stop == end_of_run:
+                break
+            start = stop + 1
+            number += 1
+        scan.lines = max(scan.lines, number)
+        scan.examples += valid
+        scan.valid_text_only += valid
+        scan.tokens_text_only += total_tokens
+        scan.max_tokens = max(scan.max_tokens, max_tokens)
+        if scan.fatal:
+            return
+    if checker.pending is not None:
+        _flush_incomplete(scan.log, checker.pending)
     _report_file_shape(scan, reader)
 
 
