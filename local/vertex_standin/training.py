@@ -176,7 +176,8 @@ def run_plan(plan: TrainingPlan) -> dict[str, Any]:  # noqa: PLR0912, PLR0915 - 
             ),
         )
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=plan.learning_rate, weight_decay=0.0)
+    # Fused: one kernel per step instead of a pass per operation; faster and lighter on CPU and GPU.
+    optimizer = torch.optim.AdamW(trainable, lr=plan.learning_rate, weight_decay=0.0, fused=True)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1.0 - step / total_steps))
 
     events = ScalarEventWriter(work / "tensorboard")
@@ -444,19 +445,22 @@ def _forward_metrics(
     """Summed cross-entropy, correct next-token predictions and their count, on labelled tokens only."""
     from torch.nn import functional
 
-    # No cache: a cache would make transformers ignore the packed position ids (and costs memory).
-    logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits[
-        :, :-1
-    ]
-    targets = batch["labels"][:, 1:]
+    # Position i predicts token i + 1. Only positions whose next token is labelled go through the
+    # vocabulary projection (logits_to_keep): prompt and context tokens never need logits, and the
+    # projection is the widest matrix of a small model (SmolLM2: 576 x 49,152).
+    targets = batch["labels"][0, 1:]
     labelled = targets != IGNORED_LABEL
-    loss_sum = functional.cross_entropy(
-        logits.reshape(-1, logits.shape[-1]).float(),
-        targets.reshape(-1),
-        ignore_index=IGNORED_LABEL,
-        reduction="sum",
-    )
-    correct = ((logits.argmax(-1) == targets) & labelled).sum()
+    keep = labelled.nonzero().flatten()
+    logits = model(
+        input_ids=batch["input_ids"],
+        position_ids=batch["position_ids"],
+        use_cache=False,  # a cache would make transformers ignore the packed position ids
+        logits_to_keep=keep,
+    ).logits
+    logits = logits.reshape(-1, logits.shape[-1])
+    kept = targets[keep]
+    loss_sum = functional.cross_entropy(logits.float(), kept, reduction="sum")
+    correct = (logits.argmax(-1) == kept).sum()
     return loss_sum, correct, labelled.sum()
 
 
