@@ -85,5 +85,7 @@ locals {
     DROPTUNE_TUNING_SERVICE_ACCOUNT = local.tuning_service_account_email
     DROPTUNE_KMS_KEY_NAME           = var.kms_key_name == null ? "" : var.kms_key_name
     DROPTUNE_LABELS                 = join(",", [for key, value in local.labels : "${key}=${value}"])
+    DROPTUNE_TRAINING_TOKEN_BUDGET  = var.training_token_budget == null ? "" : tostring(var.training_token_budget)
+    DROPTUNE_OVER_BUDGET            = var.over_budget
   }
 }

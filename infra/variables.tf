@@ -127,6 +127,28 @@ variable "deploy_policy" {
   }
 }
 
+variable "training_token_budget" {
+  type        = number
+  description = "Estimated billable training tokens above which a job waits for approval or is rejected (DROPTUNE_TRAINING_TOKEN_BUDGET); null means no budget."
+  default     = null
+
+  validation {
+    condition     = var.training_token_budget == null ? true : var.training_token_budget >= 1
+    error_message = "training_token_budget must be a positive number of tokens, or null."
+  }
+}
+
+variable "over_budget" {
+  type        = string
+  description = "What happens to a job over the training-token budget (DROPTUNE_OVER_BUDGET): hold waits as awaiting_approval until `droptune jobs approve`, reject fails it."
+  default     = "hold"
+
+  validation {
+    condition     = contains(["hold", "reject"], var.over_budget)
+    error_message = "over_budget must be hold or reject."
+  }
+}
+
 variable "retired_models" {
   type        = string
   description = "Whether datasets for retired PaLM models (SPEC M3) are rejected or still launched (DROPTUNE_RETIRED_MODELS)."
