@@ -24,8 +24,9 @@ EXIT_STACK = 3
 COMMAND_WAIT_S = 60.0
 
 
-def add_jobs_commands(subparsers: Any) -> None:
-    jobs = subparsers.add_parser("jobs", help="tuning jobs: list, show, cancel, approve")
+def add_jobs_commands(subparsers: Any) -> Any:
+    """Add `droptune jobs …`; returns its sub-command set, for the commands added elsewhere (watch)."""
+    jobs = subparsers.add_parser("jobs", help="tuning jobs: list, show, watch, cancel, approve, reject")
     commands = jobs.add_subparsers(dest="jobs_command", required=True, metavar="JOBS_COMMAND")
 
     p = commands.add_parser("list", help="every job, newest first")
@@ -49,6 +50,7 @@ def add_jobs_commands(subparsers: Any) -> None:
         p.add_argument("--no-wait", action="store_true", help="publish the command and return")
         p.add_argument("--json", action="store_true", help="machine-readable output")
         p.set_defaults(handler=cmd_control, verb=verb)
+    return commands
 
 
 def _settings() -> Any:

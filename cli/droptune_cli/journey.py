@@ -326,21 +326,16 @@ def add_commands(commands: Any) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_upload)
 
-    jobs = commands.add_parser("jobs", help="list, show, watch, cancel or approve tuning jobs")
-    job_commands = jobs.add_subparsers(dest="jobs_command", required=True, metavar="JOBS_COMMAND")
+    from droptune_cli.jobs_commands import add_jobs_commands
+
+    job_commands = add_jobs_commands(commands)
     p = job_commands.add_parser("watch", help="follow a job with progress and live loss")
     p.add_argument("job")
     p.add_argument("--until", default="deployed", help="stop at this state (default: deployed)")
     p.add_argument("--interval", type=float, default=2.0)
     p.add_argument("--timeout", type=float, default=3600)
-    p.add_argument("--plot", help="write a PNG plot of the metrics here at the end (needs matplotlib)")
+    p.add_argument("--plot", help="write a PNG plot of the metrics seen while watching")
     p.set_defaults(handler=cmd_jobs_watch)
-    try:
-        from droptune_cli.jobs_commands import add_jobs_commands
-    except ImportError:  # the jobs commands arrive with the launcher and poller
-        pass
-    else:
-        add_jobs_commands(job_commands)
 
     events = commands.add_parser("events", help="read droptune events")
     event_commands = events.add_subparsers(dest="events_command", required=True, metavar="EVENTS_COMMAND")
