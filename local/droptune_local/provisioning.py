@@ -28,18 +28,29 @@ def push_endpoint(function_url: str, project: str, topic: str) -> str:
 
 
 def provision_pubsub(
+    emulator_host: str,
     project: str,
     function_urls: Mapping[str, str],
     topology: Topology = TOPOLOGY,
 ) -> None:
-    """Create every topic and subscription; existing ones are left as they are."""
-    from google.api_core.exceptions import AlreadyExists
-    from google.auth.credentials import AnonymousCredentials
-    from google.cloud import pubsub_v1  # type: ignore[attr-defined, unused-ignore]
+    """Create every topic and subscription; existing ones are left as they are.
 
-    credentials = AnonymousCredentials()  # type: ignore[no-untyped-call, unused-ignore]
-    publisher = pubsub_v1.PublisherClient(credentials=credentials)
-    subscriber = pubsub_v1.SubscriberClient(credentials=credentials)
+    The emulator is reached through channels made here rather than through PUBSUB_EMULATOR_HOST:
+    changing the environment of the calling process would unplug its other clients (a test
+    session that starts a second stack beside its own, say) from the emulator they use.
+    """
+    import grpc
+    from google.api_core.exceptions import AlreadyExists
+    from google.cloud import pubsub_v1  # type: ignore[attr-defined, unused-ignore]
+    from google.pubsub_v1.services.publisher.transports.grpc import PublisherGrpcTransport
+    from google.pubsub_v1.services.subscriber.transports.grpc import SubscriberGrpcTransport
+
+    publisher = pubsub_v1.PublisherClient(
+        transport=PublisherGrpcTransport(channel=grpc.insecure_channel(emulator_host))
+    )
+    subscriber = pubsub_v1.SubscriberClient(
+        transport=SubscriberGrpcTransport(channel=grpc.insecure_channel(emulator_host))
+    )
     try:
         for topic in topology.topics:
             with contextlib.suppress(AlreadyExists):
@@ -78,6 +89,7 @@ def provision_pubsub(
                 )
     finally:
         subscriber.close()
+        publisher.transport.close()
 
 
 def create_bucket(storage_url: str, project: str, bucket: str) -> None:

@@ -394,11 +394,9 @@ class _Starter:
 
         # 2. Pub/Sub must hold the topics before fake-gcs-server publishes its first notification.
         self.wait_healthy("pubsub", self.http_probe(self.url("pubsub")))
-        os.environ["PUBSUB_EMULATOR_HOST"] = f"127.0.0.1:{self.ports['pubsub']}"
-        try:
-            provision_pubsub(self.config.project, {s: self.url(s) for s in SERVICES})
-        finally:
-            del os.environ["PUBSUB_EMULATOR_HOST"]
+        provision_pubsub(
+            f"127.0.0.1:{self.ports['pubsub']}", self.config.project, {s: self.url(s) for s in SERVICES}
+        )
 
         self.launch(
             "storage",

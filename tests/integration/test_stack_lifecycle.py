@@ -51,12 +51,18 @@ def _cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_up_twice_then_down_leaves_no_process(tmp_path: Path, started: list[ProcessRecord]) -> None:
+def test_up_twice_then_down_leaves_no_process(
+    tmp_path: Path, started: list[ProcessRecord], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The caller's own clients (another stack's, say) must stay connected to their emulators.
+    monkeypatch.setenv("PUBSUB_EMULATOR_HOST", "127.0.0.1:9")
     config = StackConfig(
         home=tmp_path / "home", project="lifecycle-test", tick_seconds=1.0, standin_threads=1
     )
+    environment_before = dict(os.environ)
     state, first = stack.up(config)
     assert first
+    assert dict(os.environ) == environment_before
     members = {pid for r in started for pid in processes.group_members(r.pid)}
     assert len(started) == len(stack.COMPONENTS)
 
