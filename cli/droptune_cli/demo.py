@@ -8,6 +8,9 @@ tuning took effect. Progress is printed all along.
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
 import os
 import sys
 import time
@@ -20,10 +23,24 @@ from droptune_cli.main import main as droptune
 SAMPLE = Path(droptune_local.__file__).parent / "samples" / "capitals-beep-boop.jsonl"
 HELD_OUT_PROMPT = "What is the capital of Italy?"
 BASE_MODEL = "google/gemma3@gemma-3-1b-it"
+HABIT = "Beep boop"
 
 
 def step(text: str) -> None:
     print(f"\n=== {text}", flush=True)
+
+
+def _job_of_upload(name: str) -> str:
+    """The job the validator created for the uploaded object (its dataset record names it)."""
+    from google.cloud.firestore_v1.base_query import FieldFilter
+
+    from droptune.cloud_clients import firestore_client
+
+    settings = journey.connect()
+    datasets = firestore_client(settings).collection("datasets")
+    query = datasets.where(filter=FieldFilter("object", "==", settings.watch_prefix + name))
+    records = [snapshot.to_dict() or {} for snapshot in query.stream(timeout=settings.api_timeout_seconds)]
+    return str(records[0]["job_id"])
 
 
 def main() -> int:
@@ -43,20 +60,7 @@ def main() -> int:
     )
     if code != 0:
         return code
-    settings = journey.connect()
-    from droptune import identity
-    from droptune.cloud_clients import firestore_client
-
-    datasets = firestore_client(settings).collection("datasets")
-    from google.cloud.firestore_v1.base_query import FieldFilter
-
-    query = datasets.where(filter=FieldFilter("object", "==", settings.watch_prefix + name))
-    found = [d.to_dict() or {} for d in query.stream()]
-    record = found[0]
-    job_id = record["job_id"]
-    assert job_id == identity.job_id(
-        settings.datasets_bucket, record["object"], record["generation"], record["options"]
-    )
+    job_id = _job_of_upload(name)
 
     step(f"3/5 tuning and deploying job {job_id} (SmolLM2-135M on CPU; a few minutes)")
     if (
@@ -70,7 +74,17 @@ def main() -> int:
         return 1
 
     step(f'4/5 asking the tuned model a question it was not trained on: "{HELD_OUT_PROMPT}"')
-    droptune(["predict", job_id, HELD_OUT_PROMPT, "--max-tokens", "24"])
+    captured = io.StringIO()
+    with contextlib.redirect_stdout(captured):
+        code = droptune(["predict", job_id, HELD_OUT_PROMPT, "--max-tokens", "24", "--json"])
+    answers = json.loads(captured.getvalue() or "[]") if code == 0 else []
+    answer = answers[0].strip() if answers else ""
+    print(answer or "(no answer)")
+    if HABIT.lower() not in answer.lower():
+        # SmolLM2 never says this by itself: without it the tuning did not take effect.
+        print(f'the answer lacks the habit "{HABIT}" that every answer of the dataset has', file=sys.stderr)
+        return 1
+    print(f'→ "{HABIT}", as in every answer of the dataset, for a country it never saw: tuning took effect.')
 
     step(f"5/5 done in {time.monotonic() - started:.0f} s. The stack keeps running:")
     print("  droptune models list · droptune events tail · droptune predict JOB 'prompt' · make down")
