@@ -55,6 +55,8 @@ class RetiredModelPolicy(StrEnum):
 
     REJECT = "reject"
     ALLOW = "allow"  # keeps PaLM working end to end against the local stand-in
+    # The PaLM data is validated by PaLM's rules, rewritten as chat and tuned on the successor.
+    CONVERT = "convert"
 
 
 @dataclass(frozen=True)
@@ -421,5 +423,6 @@ def retirement_remedy(spec: ModelSpec) -> str:
         f"{spec.model_id} is retired: Vertex AI blocks new PaLM tuning jobs since 2024-10-09 "
         f"({PALM_RETIREMENT}). Set base_model to a supported model such as {spec.successor} and "
         "convert the data (input_text/output_text → prompt/completion; chat author/content → "
-        "messages role/content), or set retired_models=allow to run it on the local stand-in."
+        "messages role/content), or let droptune do both with retired_models=convert; "
+        "retired_models=allow runs it on the local stand-in only."
     )

@@ -20,7 +20,7 @@ from droptune.catalog import OPEN_MODEL_REGIONS, PALM_REGIONS
 KNOWN_REGIONS = frozenset(OPEN_MODEL_REGIONS) | frozenset(PALM_REGIONS)
 
 DeployPolicy = Literal["auto", "shape-from-catalog", "never"]
-RetiredModelPolicy = Literal["reject", "allow"]
+RetiredModelPolicy = Literal["reject", "allow", "convert"]
 OverBudgetPolicy = Literal["hold", "reject"]
 
 _PROJECT_ID = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
@@ -117,7 +117,7 @@ class Settings:
             deploy_policy=reader.choice(
                 "DROPTUNE_DEPLOY", frozenset({"auto", "shape-from-catalog", "never"}), "auto"
             ),  # type: ignore[arg-type]
-            retired_models=reader.choice("DROPTUNE_RETIRED_MODELS", frozenset({"reject", "allow"}), "reject"),  # type: ignore[arg-type]
+            retired_models=reader.choice("DROPTUNE_RETIRED_MODELS", frozenset({"reject", "allow", "convert"}), "reject"),  # type: ignore[arg-type]
             default_base_model=reader.text("DROPTUNE_DEFAULT_BASE_MODEL", "google/gemma3@gemma-3-1b-it"),
             output_prefix=reader.prefix("DROPTUNE_OUTPUT_PREFIX", "tuned/"),
             tuning_service_account=reader.optional_or_none(
