@@ -117,7 +117,9 @@ class Settings:
             deploy_policy=reader.choice(
                 "DROPTUNE_DEPLOY", frozenset({"auto", "shape-from-catalog", "never"}), "auto"
             ),  # type: ignore[arg-type]
-            retired_models=reader.choice("DROPTUNE_RETIRED_MODELS", frozenset({"reject", "allow", "convert"}), "reject"),  # type: ignore[arg-type]
+            retired_models=reader.choice(
+                "DROPTUNE_RETIRED_MODELS", frozenset({"reject", "allow", "convert"}), "reject"
+            ),  # type: ignore[arg-type]
             default_base_model=reader.text("DROPTUNE_DEFAULT_BASE_MODEL", "google/gemma3@gemma-3-1b-it"),
             output_prefix=reader.prefix("DROPTUNE_OUTPUT_PREFIX", "tuned/"),
             tuning_service_account=reader.optional_or_none(

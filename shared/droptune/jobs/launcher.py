@@ -281,7 +281,7 @@ class Launcher:
             fields |= {"quota_waits": waits + 1, "last_quota_error": reason}
             # A quota wait is not a failed attempt: it does not count towards MAX_LAUNCH_ATTEMPTS.
             fields["launch_attempts"] = max(int(document.get("launch_attempts") or 1) - 1, 0)
-        self.store.transition(
+        result = self.store.transition(
             job_id,
             expected=JobState.LAUNCHING,
             to=JobState.QUEUED,
@@ -291,6 +291,17 @@ class Launcher:
             precondition=lambda current: current.get("launch_token") == token,
         )
         log.info("job back in the queue", extra=log_fields(job_id=job_id, reason=reason))
+        if result is not None and quota and result.document.get("cancel_requested"):
+            # A cancel that arrived while launching: a 429 means Vertex created nothing, so the job
+            # ends here instead of being launched only to be cancelled. (After other errors a job may
+            # exist on Vertex; the next launch finds it by its label and cancels it.)
+            self.store.transition(
+                job_id,
+                expected=JobState.QUEUED,
+                to=JobState.CANCELLED,
+                event=EventSpec("droptune.job.cancelled", {"vertex_job": None, "requested": True}),
+                reason="cancel requested while launching; the quota wait created no Vertex job",
+            )
 
     def _fail(self, document: Mapping[str, Any], error: errors.JobError) -> None:
         self.store.transition(
@@ -319,6 +330,8 @@ def vertex_fields(vertex_job: Mapping[str, Any], kind: str, region: str) -> dict
         "start_time": vertex_job.get("startTime"),
         "end_time": vertex_job.get("endTime"),
         "update_time": vertex_job.get("updateTime"),
+        # The Vertex AI Experiment holding the job's metrics (M2.6); the local stand-in sets none.
+        "experiment": vertex_job.get("experiment"),
     }
 
 

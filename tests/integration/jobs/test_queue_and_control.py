@@ -28,6 +28,7 @@ def _left_slot(document: dict[str, Any]) -> datetime:
 
 def test_twenty_uploads_with_a_limit_of_two_run_two_at_a_time_in_arrival_order(world: Any) -> None:
     bucket, db, events = world.bucket, world.db, world.events
+    _wait_until_the_standin_is_idle(world.stack)
     prefix = f"datasets/queue-{int(time.time())}/"
     for index in range(20):
         blob = bucket.blob(f"{prefix}upload-{index:02d}.jsonl")
@@ -64,16 +65,18 @@ def test_twenty_uploads_with_a_limit_of_two_run_two_at_a_time_in_arrival_order(w
     by_start = sorted(documents, key=lambda d: _entered(d, "launching"))
     assert [d["job_id"] for d in by_start] == [d["job_id"] for d in by_arrival]
 
-    # In the stand-in: one job per upload, and its runs never overlapped more than twice either.
+    # In the stand-in: one job per upload. Its quota is also 2, so had droptune's own limit let a
+    # third job through, the stand-in would have answered 429 and the job would show a quota wait.
     for job_id in ids:
         assert len(standin_jobs(world.stack, job_id)) == 1, f"{job_id} has not exactly one Vertex job"
+    assert [d["job_id"] for d in documents if d.get("quota_waits")] == []
 
     # Every job announced once per step, no event lost or duplicated.
     time.sleep(2)
     received = events.drain()
     for job_id in ids:
         mine = [e for e in received if e.get("data", {}).get("job_id") == job_id]
-        for event_type in ("droptune.job.launched", "droptune.job.succeeded"):
+        for event_type in ("droptune.job.queued", "droptune.job.launched", "droptune.job.succeeded"):
             count = sum(1 for e in mine if e["type"] == event_type)
             assert count == 1, f"{job_id}: {count} × {event_type}"
         assert len({e["id"] for e in mine}) == len(mine), f"{job_id}: an event id arrived twice"
@@ -100,8 +103,8 @@ def _create_foreign_job(stack: Any, bucket: Any) -> str:
         return str(json.loads(response.read())["name"])
 
 
-def test_a_quota_error_on_create_puts_the_job_back_in_the_queue_until_it_can_run(world: Any) -> None:
-    stack, bucket, db, events = world.stack, world.bucket, world.db, world.events
+def _wait_until_the_standin_is_idle(stack: Any) -> None:
+    """Jobs of earlier tests still running would hold the stand-in's quota."""
     wait_for(
         lambda: (
             not [
@@ -113,6 +116,11 @@ def test_a_quota_error_on_create_puts_the_job_back_in_the_queue_until_it_can_run
         timeout=300,
         what="the stand-in to be idle",
     )
+
+
+def test_a_quota_error_on_create_puts_the_job_back_in_the_queue_until_it_can_run(world: Any) -> None:
+    stack, bucket, db, events = world.stack, world.bucket, world.db, world.events
+    _wait_until_the_standin_is_idle(stack)
     foreign = [_create_foreign_job(stack, bucket) for _ in range(2)]  # the stand-in's quota is 2
     request = manual_request(stack, bucket, chat_lines(12))
     job_id = request["job_id"]
@@ -141,6 +149,41 @@ def test_a_quota_error_on_create_puts_the_job_back_in_the_queue_until_it_can_run
     names = [j["name"] for j in standin_jobs(stack, job_id)]
     assert len(names) == 1 and names[0] not in foreign
     assert len(events_of(events, job_id, "droptune.job.queued")) == 2  # claimed, then the quota wait
+
+
+def test_a_cancel_that_arrives_while_launching_into_a_full_quota_ends_the_job_without_a_vertex_job(
+    world: Any,
+) -> None:
+    stack, bucket, db, events = world.stack, world.bucket, world.db, world.events
+    _wait_until_the_standin_is_idle(stack)
+    foreign = [_create_foreign_job(stack, bucket) for _ in range(2)]  # the stand-in's quota is 2
+    request = manual_request(stack, bucket, chat_lines(12))
+    job_id = request["job_id"]
+    launcher, poller = world.core(world.settings())
+    real_vertex = launcher.vertex
+
+    class CancelledWhileCreating:
+        """The real client; the user's cancel lands between the claim and the (429) create."""
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real_vertex, name)
+
+        def create(self, launch: Any) -> Any:
+            assert poller.handle_command({"command": "cancel", "job_id": job_id}) != "unknown job"
+            return real_vertex.create(launch)
+
+    launcher.vertex = CancelledWhileCreating()
+    try:
+        launcher.handle_request(request)
+        cancelled = events.wait("droptune.job.cancelled", job_id, timeout=30)
+    finally:
+        for name in foreign:
+            real_vertex.cancel(name)
+    assert cancelled["data"]["vertex_job"] is None
+    document = job_document(db, job_id)
+    assert document is not None and document["state"] == "cancelled"
+    assert [h["to"] for h in document["history"]] == ["queued", "launching", "queued", "cancelled"]
+    assert standin_jobs(stack, job_id) == [], "a cancelled job must not be launched afterwards"
 
 
 def test_cancel_from_the_control_topic_cancels_the_vertex_job_and_records_it(world: Any) -> None:
