@@ -59,4 +59,7 @@ resource "google_kms_crypto_key_iam_member" "compute_agents" {
   crypto_key_id = var.kms_key_name
   role          = "roles/cloudkms.cryptoKeyEncrypterDecrypter"
   member        = "serviceAccount:${local.cmek_agents[each.key]}"
+
+  # The Vertex AI agent may not exist yet on a fresh project (iam.tf creates it).
+  depends_on = [google_project_service_identity.vertex_ai]
 }

@@ -1,5 +1,5 @@
 # The Firestore database of droptune's records (SPEC M4.3): datasets/{id}, jobs/{job_id},
-# and short-lived claim documents.
+# and short-lived documents (event claims, the job-slot allocator lock).
 resource "google_firestore_database" "droptune" {
   name        = var.firestore_database
   location_id = local.firestore_location
@@ -44,9 +44,16 @@ locals {
     }
   }
 
-  # Documents that only matter for a while: event de-duplication markers and transition
-  # claims. Firestore deletes each one some time after its expire_at timestamp.
-  ttl_collections = ["event_dedupe", "transition_claims"]
+  # Exactly the collections whose documents the code gives an expire_at timestamp (the only
+  # expiry field droptune writes; tests/unit/test_infra_topology.py checks this against
+  # shared/droptune): Firestore deletes each document some time (typically within a day) after
+  # that time.
+  # - transition_claims (TRANSITION_CLAIMS_COLLECTION): one claim per published event, kept
+  #   for 7 days (CLAIM_RETENTION) after its claim.
+  # - job_slots (SLOTS_COLLECTION): the allocator lock, expiring with its 30 s lease; its
+  #   holder deletes it on release, so the policy only removes one a crashed holder left behind
+  #   (taking over an expired lock does not depend on the deletion).
+  ttl_collections = ["job_slots", "transition_claims"]
 }
 
 resource "google_firestore_index" "composite" {

@@ -40,16 +40,12 @@ resource "google_storage_bucket_iam_member" "validator_reads_datasets_writes_rep
   member = google_service_account.function["validator"].member
 }
 
-# Storage Object Viewer (roles/storage.objectViewer) on the datasets bucket: the poller lists
-# checkpoints and metrics in a job's output folder (SPEC M1.8, M2.5); the deployer checks that
-# the final checkpoint exists before deploying it (M1.9). Neither writes there.
-resource "google_storage_bucket_iam_member" "outputs_readers" {
-  for_each = toset(["poller", "deployer"])
-
-  bucket = google_storage_bucket.datasets.name
-  role   = "roles/storage.objectViewer"
-  member = google_service_account.function[each.key].member
-}
+# The poller and the deployer hold no role on the datasets bucket: neither creates a Cloud
+# Storage client (services/poller/main.py, services/deployer/main.py and droptune.jobs.poller,
+# droptune.deployment with what they import never call droptune.cloud_clients.storage_client).
+# Checkpoints, metrics and tuningDataStats come from the Vertex AI job resource, and the
+# deployer only passes the final checkpoint's gs:// URI to Vertex AI, which reads it itself
+# (as its service agent, granted below).
 
 # Cloud Datastore User (roles/datastore.user), conditioned on droptune's database only: every
 # function reads and writes its records (datasets, jobs, claims) in Firestore.
@@ -173,6 +169,28 @@ resource "google_pubsub_topic_iam_member" "storage_agent_publishes_uploads" {
 # Cloud Scheduler needs no grant: its service agent (roles/cloudscheduler.serviceAgent) may
 # publish to topics of its own project. https://cloud.google.com/scheduler/docs/creating
 
+# The Vertex AI service agent (service-<number>@gcp-sa-aiplatform) is otherwise only created
+# the first time Vertex AI is used, so on a fresh project the grants on it below (and the CMEK
+# grant in cmek.tf) would fail with "service account does not exist". This asks Service Usage
+# to create it now (the same call as `gcloud beta services identity create
+# --service=aiplatform.googleapis.com`); it is a no-op where the agent exists, and destroying
+# it does nothing. The resource exists only in the google-beta provider (versions.tf).
+# https://registry.terraform.io/providers/hashicorp/google-beta/latest/docs/resources/project_service_identity
+#
+# The open-model fine-tuning agent (gcp-sa-vertex-moss-ft) is not documented as created by
+# that call: Vertex AI creates it for the project's first open-model tuning job. If the first
+# apply stops with "does not exist" on its vertex_agents_use_datasets grant, apply once with
+# grant_vertex_service_agents = false, start one open-model tuning job, and apply again with
+# it back to true (infra/README.md, "Vertex AI service agents").
+resource "google_project_service_identity" "vertex_ai" {
+  provider = google-beta
+
+  project = var.project_id
+  service = "aiplatform.googleapis.com"
+
+  depends_on = [google_project_service.enabled]
+}
+
 # Storage Object User on the datasets bucket for the Vertex AI service agents: tuning jobs
 # read the dataset (and its images) and write checkpoints under var.output_prefix.
 resource "google_storage_bucket_iam_member" "vertex_agents_use_datasets" {
@@ -181,6 +199,8 @@ resource "google_storage_bucket_iam_member" "vertex_agents_use_datasets" {
   bucket = google_storage_bucket.datasets.name
   role   = "roles/storage.objectUser"
   member = "serviceAccount:${each.key}"
+
+  depends_on = [google_project_service_identity.vertex_ai]
 }
 
 # ---------------------------------------------------------------------------------------

@@ -86,6 +86,17 @@ variable "firestore_location" {
   type        = string
   description = "Firestore location id (a region such as us-central1, or a multi-region such as nam5); null means var.region."
   default     = null
+
+  validation {
+    # Firestore's multi-regions (nam5 and nam7 in the United States, eur3 in Europe), or a
+    # region id such as us-central1 or northamerica-northeast1.
+    # https://cloud.google.com/firestore/docs/locations
+    condition = var.firestore_location == null ? true : (
+      contains(["nam5", "nam7", "eur3"], var.firestore_location) ||
+      can(regex("^[a-z]+-[a-z]+[0-9]+$", var.firestore_location))
+    )
+    error_message = "firestore_location must be a Firestore multi-region (nam5, nam7, eur3) or a region id such as us-central1, or null for var.region."
+  }
 }
 
 variable "firestore_deletion_protection" {
@@ -151,12 +162,12 @@ variable "over_budget" {
 
 variable "retired_models" {
   type        = string
-  description = "Whether datasets for retired PaLM models (SPEC M3) are rejected or still launched (DROPTUNE_RETIRED_MODELS)."
+  description = "What happens to datasets for retired PaLM models (SPEC M3; DROPTUNE_RETIRED_MODELS): reject with a migration hint, convert the data to chat and tune the successor model, or allow (launch the PaLM pipeline, which Vertex AI now refuses)."
   default     = "reject"
 
   validation {
-    condition     = contains(["reject", "allow"], var.retired_models)
-    error_message = "retired_models must be reject or allow."
+    condition     = contains(["reject", "allow", "convert"], var.retired_models)
+    error_message = "retired_models must be reject, allow or convert."
   }
 }
 
@@ -186,6 +197,13 @@ variable "poller_time_zone" {
   type        = string
   description = "IANA time zone of poller_schedule."
   default     = "Etc/UTC"
+
+  validation {
+    # A tz database name as Cloud Scheduler takes it: UTC or GMT, or Area/Location with an
+    # optional third part (Europe/Paris, America/Argentina/Buenos_Aires, Etc/GMT+5).
+    condition     = can(regex("^(UTC|GMT|[A-Z][A-Za-z_]*(/[A-Za-z0-9_+-]+){1,2})$", var.poller_time_zone))
+    error_message = "poller_time_zone must be an IANA time zone such as Etc/UTC, UTC or Europe/Paris."
+  }
 }
 
 variable "kms_key_name" {
@@ -207,7 +225,7 @@ variable "create_tuning_service_account" {
 
 variable "grant_vertex_service_agents" {
   type        = bool
-  description = "Grant the Vertex AI service agents (service-<number>@gcp-sa-aiplatform and @gcp-sa-vertex-moss-ft) Storage Object User on the datasets bucket, so tuning jobs read datasets and write checkpoints there (seeds 000/002)."
+  description = "Grant the Vertex AI service agents (service-<number>@gcp-sa-aiplatform and @gcp-sa-vertex-moss-ft) Storage Object User on the datasets bucket, so tuning jobs read datasets and write checkpoints there (seeds 000/002). Terraform creates the first agent if missing; set false for one apply if the second does not exist yet (infra/README.md, \"Vertex AI service agents\")."
   default     = true
 }
 
@@ -226,6 +244,13 @@ variable "functions_manifest" {
   type        = string
   description = "Path of the manifest written by infra/package_functions.py (service -> content-hashed archive); null means build/functions/manifest.json at the repository root."
   default     = null
+
+  validation {
+    # The archives are read from the manifest's folder, so the path must name the JSON file
+    # itself, not that folder.
+    condition     = var.functions_manifest == null ? true : can(regex("[^/]\\.json$", var.functions_manifest))
+    error_message = "functions_manifest must be the path of the manifest.json that infra/package_functions.py writes (ending in .json), or null."
+  }
 }
 
 variable "labels" {

@@ -10,7 +10,10 @@ services define. A rename on either side fails here instead of in a deployed pro
 from __future__ import annotations
 
 import ast
+import importlib
+import itertools
 import re
+import shlex
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -20,6 +23,7 @@ import pytest
 hcl2 = pytest.importorskip("hcl2", reason="python-hcl2 parses infra/*.tf (dev extra)")
 
 from droptune import settings as settings_module  # noqa: E402
+from droptune.jobs.record import SLOTS_COLLECTION, TRANSITION_CLAIMS_COLLECTION  # noqa: E402
 from droptune.topology import SERVICES, TOPOLOGY  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
@@ -50,6 +54,7 @@ UNLABELLED_TYPES = frozenset(
         "google_storage_notification",
         "google_service_account",
         "google_project_service",
+        "google_project_service_identity",
         "google_project_iam_member",
         "google_storage_bucket_iam_member",
         "google_pubsub_topic_iam_member",
@@ -307,17 +312,167 @@ def test_scheduler_ticks_the_poller_topic(parsed: dict[str, dict[str, Any]]) -> 
     assert any(s.topic == "poller-ticks" and s.service == "poller" for s in TOPOLOGY.push_subscriptions)
 
 
-def test_firestore_indexes_and_ttl(local_values: dict[str, Any], parsed: dict[str, dict[str, Any]]) -> None:
+def test_firestore_indexes(local_values: dict[str, Any]) -> None:
     indexes = {
         (spec["collection"], tuple(tuple(field) for field in spec["fields"]))
         for spec in local_values["composite_indexes"].values()
     }
     assert ("jobs", (("state", "ASCENDING"), ("created_at", "ASCENDING"))) in indexes
     assert ("jobs", (("state", "ASCENDING"), ("queued_at", "ASCENDING"))) in indexes
+
+
+# A document field that says when the document may go: expire_at, expires_at, expiry, ttl, ...
+EXPIRY_FIELD = re.compile(r"^(expire|expires|expiry|expiration|ttl)(_|$)|_(expire_at|expires_at|expiry|ttl)$")
+WRITE_METHODS = frozenset({"set", "create", "update"})
+# Where the deployed code lives: the library and the functions' entry modules.
+CODE_ROOTS = (REPO / "shared" / "droptune", REPO / "services")
+
+
+def _expiry_keys(node: ast.AST) -> set[str]:
+    if not isinstance(node, ast.Dict):
+        return set()
+    return {
+        key.value
+        for key in node.keys
+        if isinstance(key, ast.Constant) and isinstance(key.value, str) and EXPIRY_FIELD.search(key.value)
+    }
+
+
+def _callee(call: ast.Call) -> str | None:
+    if isinstance(call.func, ast.Name):
+        return call.func.id
+    if isinstance(call.func, ast.Attribute) and isinstance(call.func.value, ast.Name):
+        return call.func.attr if call.func.value.id == "self" else None
+    return None
+
+
+def _module_name(path: Path) -> str:
+    relative = path.relative_to(REPO / "shared") if path.is_relative_to(REPO / "shared") else None
+    return ".".join(relative.with_suffix("").parts) if relative else ""
+
+
+class _Module:
+    """One module's functions, for following a document reference to its collection constant."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        self.tree = tree
+        self.functions: dict[str, ast.FunctionDef | ast.AsyncFunctionDef] = {
+            node.name: node
+            for node in ast.walk(tree)
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        }
+        # A nested function (a transaction body) sees the variables of the functions around it.
+        self.enclosing: dict[int, list[ast.AST]] = {}
+        for outer in self.functions.values():
+            for inner in ast.walk(outer):
+                if isinstance(inner, ast.FunctionDef | ast.AsyncFunctionDef):
+                    self.enclosing.setdefault(id(inner), []).append(outer)
+
+    def returned_dicts(self, name: str | None) -> list[ast.Dict]:
+        fn = self.functions.get(name or "")
+        if fn is None:
+            return []
+        return [n.value for n in ast.walk(fn) if isinstance(n, ast.Return) and isinstance(n.value, ast.Dict)]
+
+    def constants(self, expr: ast.AST, scope: ast.AST, depth: int = 0) -> set[str]:
+        """The *_COLLECTION names an expression is built from, through variables and helpers."""
+        found: set[str] = set()
+        if depth > 3:
+            return found
+        for node in ast.walk(expr):
+            if isinstance(node, ast.Name) and node.id.endswith("_COLLECTION"):
+                found.add(node.id)
+            elif isinstance(node, ast.Name):
+                for outer in self.enclosing.get(id(scope), [scope]):
+                    for assign in ast.walk(outer):
+                        if isinstance(assign, ast.Assign) and any(
+                            isinstance(target, ast.Name) and target.id == node.id for target in assign.targets
+                        ):
+                            found |= self.constants(assign.value, outer, depth + 1)
+            elif isinstance(node, ast.Call) and (helper := self.functions.get(_callee(node) or "")):
+                for ret in ast.walk(helper):
+                    if isinstance(ret, ast.Return) and ret.value is not None:
+                        found |= self.constants(ret.value, helper, depth + 1)
+        return found
+
+    def writes(self) -> Iterator[tuple[ast.Call, ast.AST, ast.AST, list[ast.Dict]]]:
+        """(call, scope, document reference, dicts with an expiry field) of every Firestore write."""
+        for scope in self.functions.values():
+            for call in ast.walk(scope):
+                if not isinstance(call, ast.Call) or not isinstance(call.func, ast.Attribute):
+                    continue
+                if call.func.attr not in WRITE_METHODS or not call.args:
+                    continue
+                if len(call.args) >= 2:  # batch.set(ref, data), transaction.update(ref, data)
+                    ref, data = call.args[0], call.args[1]
+                else:  # ref.create(data), ref.set(data)
+                    ref, data = call.func.value, call.args[0]
+                dicts = [data] if isinstance(data, ast.Dict) else []
+                if isinstance(data, ast.Call):
+                    dicts = self.returned_dicts(_callee(data))
+                dicts = [d for d in dicts if _expiry_keys(d)]
+                if dicts:
+                    yield call, scope, ref, dicts
+
+
+def _expiring_collections() -> tuple[set[str], set[str]]:
+    """The expiry field names the deployed code writes, and the collections it writes them to.
+
+    Found statically: every Firestore write (`ref.create(data)`, `ref.set(data)`,
+    `batch.set(ref, data)`, `transaction.update(ref, data)`) whose data is a dict literal with an
+    expiry field, or a call to a function of the same module returning one. The document
+    reference is followed (through local variables and helper functions of the same module) to
+    the `*_COLLECTION` constant it names, whose value is read from the imported module.
+    """
+    fields: set[str] = set()
+    collections: set[str] = set()
+    unattributed: list[str] = []
+    for path in sorted(p for root in CODE_ROOTS for p in root.rglob("*.py")):
+        module = _Module(path)
+        attributed: set[int] = set()
+        for call, scope, ref, dicts in module.writes():
+            names = module.constants(ref, scope)
+            assert names, f"{path}:{call.lineno}: cannot tell which collection this write goes to"
+            imported = importlib.import_module(_module_name(path))
+            collections |= {getattr(imported, name) for name in names}
+            for d in dicts:
+                fields |= _expiry_keys(d)
+                attributed.add(id(d))
+        unattributed += [
+            f"{path.relative_to(REPO)}:{node.lineno} {sorted(_expiry_keys(node))}"
+            for node in ast.walk(module.tree)
+            if isinstance(node, ast.Dict) and _expiry_keys(node) and id(node) not in attributed
+        ]
+    assert not unattributed, (
+        "expiry fields written outside a Firestore write this test can follow; extend "
+        f"_expiring_collections so the TTL policies stay checked: {unattributed}"
+    )
+    return fields, collections
+
+
+def test_ttl_policies_cover_exactly_the_expiring_collections(
+    local_values: dict[str, Any], parsed: dict[str, dict[str, Any]]
+) -> None:
     ttl = _resource(parsed, "google_firestore_field", "expire_at")
-    assert ttl["field"] == "expire_at"
+    assert ttl["for_each"] == "${toset(local.ttl_collections)}"
+    assert ttl["collection"] == "${each.key}"
     assert "ttl_config" in ttl
-    assert local_values["ttl_collections"], "no collection has a TTL policy"
+    fields, expiring = _expiring_collections()
+    assert fields == {ttl["field"]}, (
+        f"the code writes expiry fields {sorted(fields)}; "
+        f"infra/firestore.tf has a TTL policy on {ttl['field']!r} only"
+    )
+    # What the code is known to expire today, by the library's own constants: a change there
+    # must show up in the derivation above (and so in infra/firestore.tf) as well.
+    assert {TRANSITION_CLAIMS_COLLECTION, SLOTS_COLLECTION} <= expiring
+    declared = local_values["ttl_collections"]
+    assert len(set(declared)) == len(declared), f"a TTL collection is listed twice: {declared}"
+    assert sorted(declared) == sorted(expiring), (
+        f"infra/firestore.tf ttl_collections {sorted(declared)} != collections whose documents the code "
+        f"gives {ttl['field']!r}: {sorted(expiring)}"
+    )
 
 
 def test_every_resource_is_labelled(parsed: dict[str, dict[str, Any]]) -> None:
@@ -353,3 +508,139 @@ def test_checkov_skips_carry_a_reason() -> None:
             assert len(match.group(2).strip()) >= 20, (
                 f"{path.name}:{number}: skip {match.group(1)} has no reason"
             )
+
+
+def _storage_users() -> set[str]:
+    """The services whose process creates a Cloud Storage client.
+
+    Clients are created in each service's main.py (the library receives them injected), so a
+    service uses Cloud Storage exactly when its main.py calls storage_client or imports
+    google.cloud.storage; the library itself must not create one anywhere else.
+    """
+    uses = re.compile(
+        r"\bstorage_client\s*\(|^\s*(?:import|from)\s+google\.cloud\.storage\b"
+        r"|^\s*from\s+google\.cloud\s+import\s[^\n]*\bstorage\b",
+        re.MULTILINE,
+    )
+    library = REPO / "shared" / "droptune"
+    elsewhere = [
+        str(path.relative_to(REPO))
+        for path in sorted(library.rglob("*.py"))
+        if path.name != "cloud_clients.py" and uses.search(path.read_text(encoding="utf-8"))
+    ]
+    assert not elsewhere, f"library modules create Cloud Storage clients themselves: {elsewhere}"
+    return {
+        service
+        for service in SERVICES
+        if (main := REPO / "services" / service / "main.py").is_file()
+        and uses.search(main.read_text(encoding="utf-8"))
+    }
+
+
+def test_only_functions_that_use_cloud_storage_hold_a_bucket_role(parsed: dict[str, dict[str, Any]]) -> None:
+    member = re.compile(r'^\$\{google_service_account\.function\[(?:"(\w+)"|each\.key)\]\.member\}$')
+    granted: set[str] = set()
+    for rtype, name, body in _resources(parsed):
+        if rtype != "google_storage_bucket_iam_member":
+            continue
+        match = member.match(str(body["member"]))
+        if not match:
+            continue
+        if match.group(1):
+            granted.add(match.group(1))
+        else:
+            services = re.findall(r'"(\w+)"', str(body["for_each"]))
+            assert services, f"{rtype}.{name}: cannot read the functions of for_each {body['for_each']!r}"
+            granted |= set(services)
+    users = _storage_users()
+    assert granted <= users, (
+        f"functions {sorted(granted - users)} hold a role on a bucket but never create a Cloud Storage client"
+    )
+    assert users <= granted, f"functions {sorted(users - granted)} use Cloud Storage without a bucket role"
+
+
+# --- cloudbuild.yaml against the Makefile -------------------------------------------------------
+
+
+def _make_recipe(target: str) -> list[list[str]]:
+    """The commands of a Makefile target, $(VAR)s expanded and $(BIN)/ dropped, as argv lists."""
+    text = (REPO / "Makefile").read_text(encoding="utf-8")
+    variables = dict(re.findall(r"^(\w+)\s*:?=\s*(.*?)\s*$", text, re.MULTILINE))
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if re.match(rf"^{re.escape(target)}\s*:", line))
+    commands: list[list[str]] = []
+    for line in lines[start + 1 :]:
+        if not line.startswith("\t"):
+            break
+        command = line.strip()
+        if command.startswith("#"):
+            continue
+        command = command.replace("$(BIN)/", "")
+        command = re.sub(r"\$\((\w+)\)", lambda m: variables.get(m.group(1), m.group(0)), command)
+        commands.append(shlex.split(command))
+    return commands
+
+
+def _step_commands(step: Mapping[str, Any], venv_bin: str) -> list[list[str]]:
+    script = step["args"][-1]
+    return [
+        shlex.split(line.strip().removeprefix(venv_bin))
+        for line in script.splitlines()
+        if line.strip().startswith(venv_bin)
+    ]
+
+
+@pytest.fixture(scope="module")
+def cloudbuild() -> dict[str, Any]:
+    yaml = pytest.importorskip("yaml", reason="pyyaml reads cloudbuild.yaml (dev extra)")
+    loaded: dict[str, Any] = yaml.safe_load((REPO / "cloudbuild.yaml").read_text(encoding="utf-8"))
+    return loaded
+
+
+def _steps(cloudbuild: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    return {step["id"]: step for step in cloudbuild["steps"]}
+
+
+def test_cloudbuild_steps_have_ids_pinned_images_and_fit_the_build_timeout(
+    cloudbuild: dict[str, Any],
+) -> None:
+    steps = cloudbuild["steps"]
+    ids = [step.get("id") for step in steps]
+    assert ids == ["lint", "unit", "integration", "package", "plan", "apply", "smoke"]
+    for step in steps:
+        assert re.fullmatch(r"\$\{_\w+_IMAGE\}", step["name"]), (
+            f"{step['id']}: image not pinned by a substitution"
+        )
+        assert step["name"][2:-1] in cloudbuild["substitutions"], (
+            f"{step['id']}: {step['name']} is not defined"
+        )
+    # Each step waits for the previous one, so the build must allow the sum of their timeouts.
+    for previous, step in itertools.pairwise(steps):
+        assert step.get("waitFor") == [previous["id"]], f"{step['id']} does not wait for {previous['id']}"
+    total = sum(_seconds(step["timeout"]) for step in steps)
+    assert total <= _seconds(cloudbuild["timeout"]), (
+        f"step timeouts sum to {total}s, more than the build timeout {cloudbuild['timeout']}"
+    )
+
+
+def test_cloudbuild_installs_and_checks_what_the_makefile_does(cloudbuild: dict[str, Any]) -> None:
+    steps = _steps(cloudbuild)
+    installs = [command for command in _make_recipe("$(STAMP)") if command[:2] == ["pip", "install"]]
+    assert any("standin" in " ".join(command) for command in installs), installs
+
+    lint = _step_commands(steps["lint"], "/workspace/.venv/bin/")
+    assert [c for c in lint if c[:2] == ["pip", "install"]] == installs, (
+        "lint installs differ from `make venv`"
+    )
+    checks = [c for c in lint if c[:2] != ["pip", "install"]]
+    assert checks == _make_recipe("lint") + _make_recipe("typecheck"), (
+        "the lint step runs other checks than `make lint typecheck`"
+    )
+
+    integration = _step_commands(steps["integration"], "/tmp/venv/bin/")
+    assert [c for c in integration if c[:2] == ["pip", "install"]] == installs, (
+        "the integration step installs differ from `make venv` (the stand-in needs the standin extra)"
+    )
+    (wanted,) = _make_recipe("integration")
+    ran = [c for c in integration if c[:3] == ["python", "-m", "pytest"]]
+    assert len(ran) == 1 and ran[0][: len(wanted)] == wanted, f"integration runs {ran}, make runs {wanted}"
