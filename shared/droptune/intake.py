@@ -4,6 +4,10 @@ A valid dataset becomes a tune request on the tune topic (the launcher's input) 
 `dataset.validated` event; an invalid one a report beside the file and a `dataset.rejected` event.
 Bad data is final: it is reported and acknowledged. Only transient failures (storage, Firestore,
 Pub/Sub unreachable) raise, so that Pub/Sub redelivers, bounded by the dead-letter policy.
+
+Pub/Sub delivers at least once, so one generation can arrive twice. The dataset record says when
+its messages went out (`announced_at`); a delivery that finds it answers from the record and
+publishes nothing (issue 3 §8).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
@@ -28,6 +33,7 @@ from droptune.datasets import (
     resolve_options,
     validate_dataset,
 )
+from droptune.datasets.images import sniff_image_type
 from droptune.deployment import preflight_problem
 from droptune.envelopes import StorageObject
 from droptune.events import Publisher, make_event, publish_event
@@ -41,7 +47,12 @@ MANIFEST_SUFFIX = ".manifest.json"
 DATASETS_COLLECTION = "datasets"
 SOURCE = "//droptune/validator"
 READ_CHUNK_BYTES = 8 * 1024 * 1024
-SUPPORTED_IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp")
+# Image checks are network-bound, so threads overlap them. Ten matches the connection pool of the
+# shared storage client (requests' default pool_maxsize): more threads would open connections the
+# pool then discards, with a urllib3 warning each time.
+IMAGE_CHECK_PARALLELISM = 10
+# Enough for every signature sniff_image_type knows (WEBP's "RIFF....WEBP" is the longest, 12 bytes).
+IMAGE_HEAD_BYTES = 16
 
 Outcome = Literal["validated", "rejected", "ignored"]
 
@@ -128,7 +139,48 @@ class Intake:
             log.info(
                 "dataset received", extra=log_fields(object=obj.uri, generation=obj.generation, size=obj.size)
             )
+            announced = self._announced_result(dataset_id)
+            if announced is not None:
+                log.info(
+                    "duplicate delivery",
+                    extra=log_fields(
+                        object=obj.uri,
+                        dataset_id=dataset_id,
+                        outcome=announced.outcome,
+                        job_id=announced.job_id,
+                        report_uri=announced.report_uri,
+                    ),
+                )
+                return announced
             return self._validate(obj, dataset_id)
+
+    def _announced_result(self, dataset_id: str) -> IntakeResult | None:
+        """The recorded result of a generation whose messages already went out, or None.
+
+        A record without `announced_at` is a delivery that died between the record and the
+        publishes: it is validated and published again. Two deliveries running at the same moment
+        can both get past this read; the second tune request then stops at the launcher's atomic
+        create of jobs/{job_id}, and the events topic sees the outcome twice under one CloudEvent id.
+        """
+        snapshot = (
+            self.firestore.collection(DATASETS_COLLECTION)
+            .document(dataset_id)
+            .get(timeout=self.settings.api_timeout_seconds)
+        )
+        record = snapshot.to_dict() if snapshot.exists else None
+        if not record or record.get("announced_at") is None:
+            return None
+        outcome = record.get("state")
+        if outcome not in ("validated", "rejected"):
+            return None
+        summary = str(record.get("summary") or f"already {outcome}")
+        return IntakeResult(
+            outcome,
+            summary.splitlines()[0],
+            dataset_id,
+            record.get("job_id"),
+            record.get("report_uri"),
+        )
 
     def _validate(self, obj: StorageObject, dataset_id: str) -> IntakeResult:
         from google.api_core.exceptions import NotFound
@@ -237,25 +289,39 @@ class Intake:
         )
 
     def _check_images(self, uris: Sequence[str]) -> Mapping[str, ImageProblem | None]:
-        from google.api_core.exceptions import Forbidden
+        """Each distinct gs:// image exists and starts like a JPEG, PNG or WEBP (M1.4).
 
-        problems: dict[str, ImageProblem | None] = {}
-        for uri in uris:
-            bucket_name, _, name = uri.removeprefix("gs://").partition("/")
-            try:
-                blob = self.storage.bucket(bucket_name).get_blob(
-                    name, timeout=self.settings.api_timeout_seconds
-                )
-            except Forbidden as error:
-                problems[uri] = ImageProblem(ImageProblemKind.FORBIDDEN, str(error.message))
-                continue
-            if blob is None:
-                problems[uri] = ImageProblem(ImageProblemKind.NOT_FOUND)
-            elif blob.content_type and blob.content_type not in SUPPORTED_IMAGE_TYPES:
-                problems[uri] = ImageProblem(ImageProblemKind.UNSUPPORTED_TYPE, blob.content_type)
-            else:
-                problems[uri] = None
-        return problems
+        A transient failure of any one check raises (map cancels the checks not yet started), so
+        the whole delivery is retried rather than an image reported broken that is not.
+        """
+        distinct = list(dict.fromkeys(uris))
+        if not distinct:
+            return {}
+        workers = min(IMAGE_CHECK_PARALLELISM, len(distinct))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="image-check") as pool:
+            return dict(zip(distinct, pool.map(self._check_image, distinct), strict=True))
+
+    def _check_image(self, uri: str) -> ImageProblem | None:
+        from google.api_core.exceptions import Forbidden, NotFound, RequestRangeNotSatisfiable
+
+        bucket_name, _, name = uri.removeprefix("gs://").partition("/")
+        blob = self.storage.bucket(bucket_name).blob(name)
+        try:
+            # One ranged read answers both questions: the object exists and is readable (a
+            # metadata read would not prove the tuning service can read the bytes), and what it is.
+            head = blob.download_as_bytes(
+                start=0, end=IMAGE_HEAD_BYTES - 1, timeout=self.settings.api_timeout_seconds
+            )
+        except NotFound:
+            return ImageProblem(ImageProblemKind.NOT_FOUND)
+        except Forbidden as error:
+            return ImageProblem(ImageProblemKind.FORBIDDEN, str(error.message))
+        except RequestRangeNotSatisfiable:
+            # A range read of an empty object may be answered 416 instead of with no bytes.
+            head = b""
+        if sniff_image_type(head) is not None:
+            return None
+        return ImageProblem(ImageProblemKind.UNSUPPORTED_TYPE, describe_image_head(head))
 
     def _write_report(self, bucket: Any, obj: StorageObject, report_json: str) -> str:
         name = report_name(obj.name)
@@ -373,6 +439,7 @@ class Intake:
             },
         )
         publish_event(self.publisher, self.settings.events_topic, event)
+        self._record_announced(dataset_id)
         log.warning(
             "dataset rejected",
             extra=log_fields(object=obj.uri, report_uri=report_uri, error_total=document["error_total"]),
@@ -409,6 +476,7 @@ class Intake:
         with correlate(job_id=job_id):
             document = self._dataset_document(obj, dataset_id, report_uri) | {
                 "state": "validated",
+                "summary": report.summary(),
                 "job_id": job_id,
                 "base_model": options.base_model,
                 "options": option_values,
@@ -455,13 +523,56 @@ class Intake:
                 },
             )
             publish_event(self.publisher, self.settings.events_topic, event)
+            self._record_announced(dataset_id)
             log.info("dataset validated", extra=log_fields(object=obj.uri, report_uri=report_uri, **stats))
         return IntakeResult("validated", report.summary().splitlines()[0], dataset_id, job_id, report_uri)
 
     def _record(self, dataset_id: str, document: Mapping[str, Any]) -> None:
+        # A whole-document set: a redelivery after a crash also clears a stale announced_at.
         self.firestore.collection(DATASETS_COLLECTION).document(dataset_id).set(
             dict(document), timeout=self.settings.api_timeout_seconds
         )
+
+    def _record_announced(self, dataset_id: str) -> None:
+        # Written only once every publish has returned: a crash before this line leaves no mark,
+        # and the redelivery publishes again (at least once beats never).
+        self.firestore.collection(DATASETS_COLLECTION).document(dataset_id).update(
+            {"announced_at": datetime.now(UTC)}, timeout=self.settings.api_timeout_seconds
+        )
+
+
+# Common non-images and look-alikes, so the report says what the object is instead of "not an image".
+_OTHER_SIGNATURES: tuple[tuple[bytes, str], ...] = (
+    (b"GIF87a", "a GIF image"),
+    (b"GIF89a", "a GIF image"),
+    (b"BM", "a BMP image"),
+    (b"II*\x00", "a TIFF image"),
+    (b"MM\x00*", "a TIFF image"),
+    (b"%PDF", "a PDF document"),
+    (b"\x1f\x8b", "gzip data"),
+    (b"PK\x03\x04", "a ZIP archive"),
+    (b"<svg", "an SVG image"),
+    (b"<?xml", "an XML document (SVG?)"),
+)
+
+
+def describe_image_head(head: bytes) -> str:
+    """What the first bytes of an object that is not a JPEG, PNG or WEBP look like."""
+    if not head:
+        return "the object is empty"
+    hexed = head[:8].hex(" ")
+    if head[4:8] == b"ftyp":
+        brand = head[8:12].decode("ascii", "replace")
+        looks = "a HEIC/HEIF image" if brand.startswith(("hei", "mif")) else f"an ISO media file ({brand})"
+        return f"its first bytes ({hexed}) are {looks}"
+    if head[:4] == b"RIFF":
+        return f"its first bytes ({hexed}) are a RIFF file of type {head[8:12]!r}, not WEBP"
+    for signature, looks in _OTHER_SIGNATURES:
+        if head.startswith(signature):
+            return f"its first bytes ({hexed}) are {looks}"
+    if head.lstrip()[:1] in (b"{", b"["):
+        return f"its first bytes ({hexed}) are JSON text"
+    return f"its first bytes ({hexed}) match no JPEG, PNG or WEBP signature"
 
 
 def _droptune_metadata(metadata: Mapping[str, str]) -> dict[str, str]:

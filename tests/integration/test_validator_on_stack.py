@@ -7,12 +7,18 @@ Firestore record and the events (M1.3, M4.2; issue 2 §7).
 
 from __future__ import annotations
 
+import base64
 import json
+import time
+import urllib.parse
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from stack_support import chat_lines, wait_for
+import requests
+from stack_support import EventTap, chat_lines, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -116,3 +122,105 @@ def test_a_model_that_cannot_be_served_on_one_l4_is_refused_before_tuning(
     problem = rejected["data"]["errors"][0]
     assert problem["code"] == "unservable_model"
     assert "DROPTUNE_DEPLOY=shape-from-catalog" in problem["message"]
+
+
+@pytest.fixture
+def tune_requests(stack: Any) -> Iterator[EventTap]:
+    """Tune requests published from now on, through a subscription of this test's own."""
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import pubsub_v1
+
+    from droptune.topology import TUNE_REQUESTS
+
+    subscriber = pubsub_v1.SubscriberClient(credentials=AnonymousCredentials())
+    path = subscriber.subscription_path(stack.project, f"test-tune-{uuid.uuid4().hex[:10]}")
+    subscriber.create_subscription(
+        request={"name": path, "topic": f"projects/{stack.project}/topics/{TUNE_REQUESTS}"}, timeout=10
+    )
+    try:
+        yield EventTap(subscriber, path)
+    finally:
+        subscriber.delete_subscription(request={"subscription": path}, timeout=10)
+        subscriber.close()
+
+
+def _redeliver_notification(stack: Any, name: str, message_id: str) -> requests.Response:
+    """POST the bucket notification of `name` to the validator as the Pub/Sub push would redeliver it."""
+    from droptune.topology import DATASET_UPLOADS
+    from droptune_local.provisioning import push_endpoint
+
+    # The notification payload is the object's JSON API resource (payload format JSON_API_V1).
+    storage = stack.endpoint("storage")
+    quoted = urllib.parse.quote(name, safe="")
+    resource = requests.get(f"{storage}/storage/v1/b/{stack.bucket}/o/{quoted}", timeout=10)
+    resource.raise_for_status()
+    payload = resource.json()
+    body = {
+        "message": {
+            "attributes": {
+                "bucketId": stack.bucket,
+                "eventType": "OBJECT_FINALIZE",
+                "objectGeneration": str(payload["generation"]),
+                "objectId": name,
+                "payloadFormat": "JSON_API_V1",
+            },
+            "data": base64.b64encode(json.dumps(payload).encode()).decode(),
+            "messageId": message_id,
+            "publishTime": payload.get("updated"),
+        },
+        "subscription": f"projects/{stack.project}/subscriptions/validator-dataset-uploads",
+    }
+    url = push_endpoint(stack.endpoint("validator"), stack.project, DATASET_UPLOADS)
+    # The function answers once the handler has returned: 200 acknowledges, anything else retries.
+    return requests.post(url, json=body, timeout=60)
+
+
+def test_a_redelivered_upload_gives_the_same_report_and_no_second_tune_request(  # noqa: PLR0917 - pytest passes fixtures positionally
+    stack: Any, datasets_bucket: Any, firestore_db: Any, events: Any, tune_requests: Any, unique_prefix: str
+) -> None:
+    name = f"{unique_prefix}twice.jsonl"
+    datasets_bucket.blob(name).upload_from_string(chat_lines(12))
+    validated = events.wait("droptune.dataset.validated", name)
+    dataset_id = validated["data"]["dataset_id"]
+    # A redelivery comes after the first delivery has finished (its acknowledgement lost or late):
+    # wait until the first one has recorded that it announced. Two deliveries running at once are
+    # not deduplicated here; the launcher's one job per job id is what stops a second tuning.
+    record = firestore_db.collection("datasets").document(dataset_id)
+    wait_for(
+        lambda: (record.get(timeout=10).to_dict() or {}).get("announced_at"),
+        what="the first delivery to record announced_at",
+    )
+    report = datasets_bucket.get_blob(name + ".report.json")
+    first_report = (report.generation, report.download_as_bytes())
+
+    message_id = f"redelivery-{uuid.uuid4().hex[:8]}"
+    for attempt in (1, 2):
+        response = _redeliver_notification(stack, name, message_id)
+        assert response.status_code == 200, f"redelivery {attempt} not acknowledged: {response.text[:500]}"
+
+    # The handler has returned; give the emulator a few seconds to hand over anything published.
+    settle = time.monotonic() + 5
+    while time.monotonic() < settle:
+        events.drain()
+        tune_requests.drain()
+    announced = [
+        e
+        for e in events.received
+        if e["type"] == "droptune.dataset.validated" and e["data"]["dataset_id"] == dataset_id
+    ]
+    assert len(announced) == 1, f"expected one dataset.validated for {dataset_id}, got {len(announced)}"
+    requested = [r for r in tune_requests.received if r.get("dataset_id") == dataset_id]
+    assert len(requested) == 1, f"expected one tune request for {dataset_id}, got {len(requested)}"
+    report = datasets_bucket.get_blob(name + ".report.json")
+    assert (report.generation, report.download_as_bytes()) == first_report, "the report was rewritten"
+
+    log = Path(stack.components["validator"].log)
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    duplicates = [
+        line
+        for line in lines
+        if line["message"] == "duplicate delivery" and line.get("dataset_id") == dataset_id
+    ]
+    assert len(duplicates) == 2, (
+        f"expected the validator to log both redeliveries as duplicates: {duplicates}"
+    )

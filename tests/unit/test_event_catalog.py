@@ -111,6 +111,13 @@ class MemoryFirestore:
     def set(self, document: Mapping[str, Any], **_: Any) -> None:
         self.documents[self._path] = dict(document)
 
+    def get(self, **_: Any) -> Any:
+        data = self.documents.get(self._path)
+        return SimpleNamespace(exists=data is not None, to_dict=lambda: data)
+
+    def update(self, fields: Mapping[str, Any], **_: Any) -> None:
+        self.documents[self._path] |= dict(fields)
+
 
 class RecordingPublisher:
     def __init__(self) -> None:
