@@ -326,6 +326,10 @@ def add_commands(commands: Any) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_upload)
 
+    from droptune_cli.validate_command import add_validate_command
+
+    add_validate_command(commands)
+
     from droptune_cli.jobs_commands import add_jobs_commands
 
     job_commands = add_jobs_commands(commands)
