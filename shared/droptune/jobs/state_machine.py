@@ -530,7 +530,7 @@ class JobStore:
         job_id = str(document["job_id"])
         data = _json_safe(
             event_summary(document)
-            | {"previous_state": previous.value if previous else None}
+            | {"previous_state": previous.value if previous else None, "sequence": sequence}
             | dict(event.data)
         )
         cloud_event = make_event(
