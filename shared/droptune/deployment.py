@@ -6,8 +6,15 @@ runs, and only when the endpoint answers is `model.deployed` published. A failed
 publishes `deploy.failed` and removes the endpoint made for it, so nothing is left billing.
 
 Idempotent: the job moves succeeded → deploying in one transaction, so a repeated `job.succeeded`
-finds the job deploying and does nothing; the endpoint's display name is derived from the job id,
-so a deployer that died between the deploy call and the record finds its endpoint again.
+never deploys twice. A deployer can still die between the deploy call and recording its
+operation; the endpoint's display name is derived from the job id (`droptune-<job id>`), so
+whoever looks next (the redelivered `job.succeeded` or the poller) finds that endpoint by name and
+adopts it. Only when no such endpoint exists once the last attempt can no longer be in flight is
+the deployment sent again, under an atomic claim, a bounded number of times.
+
+An endpoint that cannot be removed after a failure is not forgotten: the job stays `deploying`
+with `deployment.cleanup` naming it, each poller tick tries again (bounded), and `deploy.failed`
+is published once, when the removal has succeeded or been given up (and then says so).
 """
 
 from __future__ import annotations
@@ -28,8 +35,29 @@ log = logging.getLogger(__name__)
 
 SMOKE_PROMPT = "Hello! In one short sentence, what can you do?"
 SMOKE_MAX_TOKENS = 48
+# The `predict` instance of M1.10. Greedy (temperature 0, top_k 1) so the sample answer is
+# reproducible; raw_response: Model Garden's vLLM server otherwise echoes the prompt around it.
+SMOKE_INSTANCE: dict[str, Any] = {
+    "prompt": SMOKE_PROMPT,
+    "max_tokens": SMOKE_MAX_TOKENS,
+    "temperature": 0.0,
+    "top_p": 1.0,
+    "top_k": 1,
+    "raw_response": True,
+}
 # A deployment that has not finished in this long is given up, and its endpoint removed.
 DEPLOY_TIMEOUT_S = 3 * 3600
+# How long a deploy attempt may still be in flight: longer than the deployer function may run
+# (110 s, infra/locals.tf) and than an accepted deploy takes to make its endpoint listable. Until
+# then, finding no endpoint by name means "not yet", not "never".
+ATTEMPT_IN_FLIGHT_S = 600
+# Deploy calls per job, the first included; each later one only after the one before left nothing.
+MAX_DEPLOY_ATTEMPTS = 3
+# Poller ticks that try to remove an endpoint left by a failed deployment (every 5 minutes by
+# default, so about an hour) before deploy.failed says it is still there. Undeploying is an
+# operation of its own: deleting the endpoint is refused until it has ended, so a first try often
+# fails and a later tick succeeds.
+CLEANUP_ATTEMPTS = 12
 
 
 class DeploymentError(Exception):
@@ -51,6 +79,16 @@ class JobTransitions(Protocol):
         ...
 
     def update_deploy(self, job_id: str, fields: Mapping[str, Any]) -> None: ...
+
+    def current(self, job_id: str) -> dict[str, Any] | None:
+        """The job document as stored now; None when there is no such job."""
+        ...
+
+    def claim_attempt(self, job_id: str, attempt: int, fields: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Atomically take deploy attempt `attempt` of a deploying job that has recorded neither an
+        operation nor an endpoint and is still at attempt `attempt - 1`; None when another process
+        took it or the job moved on. Returns the document as it was before `fields`."""
+        ...
 
     def note_not_deployed(self, job_id: str, reason: str) -> None: ...
 
@@ -125,21 +163,23 @@ class Deployer:
                 self.jobs.note_not_deployed(job_id, reason)
                 log.info("not deployed", extra=log_fields(reason=reason))
                 return "not-deployed"
+            now = datetime.now(UTC).isoformat()
             claimed = self.jobs.begin_deploy(
                 job_id,
                 {
                     "deployment": {
-                        "started_at": datetime.now(UTC).isoformat(),
+                        "started_at": now,
                         "reason": target.reason,
                         "shape": _shape_dict(target.shape),
                         "operation": None,
                         "endpoint": None,
+                        "attempts": 1,
+                        "attempt_at": now,
                     }
                 },
             )
             if claimed is None:
-                log.info("deployment already started or job not succeeded; nothing to do")
-                return "duplicate"
+                return self._on_redelivery(job_id)
             if target.shape is None:
                 # Vertex made the endpoint itself; the poller runs the smoke prediction.
                 endpoint = (claimed.get("tuned_model") or {}).get("endpoint")
@@ -147,75 +187,176 @@ class Deployer:
                 return "managed"
             checkpoint = claimed.get("final_checkpoint_uri") or job_event.get("final_checkpoint_uri")
             if not checkpoint:
-                self._fail(
+                return self._fail(
                     claimed,
                     DeploymentError(
                         "internal",
                         "the job succeeded without a final checkpoint URI",
-                        "Check the tuning job's output folder; deploy the checkpoint by hand.",
+                        f"Check the tuning job's output folder (droptune jobs show {job_id}); "
+                        "deploy the checkpoint by hand.",
                     ),
                     endpoint=None,
                 )
-                return "failed"
-            existing = self.vertex.find_endpoints(endpoint_display_name(job_id))
-            if existing:
-                # A deployer died after the deploy call: adopt that endpoint, make no second one.
-                self.jobs.update_deploy(job_id, {"deployment.endpoint": existing[0]["name"]})
+            if self._adopt(job_id):
+                # Only a deployment of this very job has that name: never make a second endpoint.
                 return "adopted"
+            return self._deploy(claimed, _shape_dict(target.shape) or {}, str(checkpoint))
+
+    def _on_redelivery(self, job_id: str) -> str:
+        """`job.succeeded` again, for a job already claimed: finish what a deployer that died
+        between its deploy call and recording the operation left undone."""
+        from droptune.jobs.record import JobState
+
+        job = self.jobs.current(job_id)
+        if job is None or job.get("state") != JobState.DEPLOYING.value:
+            log.info("deployment already started or job not succeeded; nothing to do")
+            return "duplicate"
+        deployment = job.get("deployment") or {}
+        if deployment.get("operation") or deployment.get("endpoint") or deployment.get("cleanup"):
+            log.info("deployment already under way; the poller follows it")
+            return "duplicate"
+        outcome = self._recover(job)
+        # "waiting": the first attempt may still be in flight, or there is nothing left to try;
+        # the poller decides that on a later tick, so this delivery is done either way.
+        return outcome if outcome in ("adopted", "started", "failed") else "duplicate"
+
+    def _deploy(self, job: Mapping[str, Any], shape: Mapping[str, Any], checkpoint: str) -> str:
+        job_id = str(job["job_id"])
+        try:
             operation = self.vertex.deploy_checkpoint(
-                str(checkpoint),
+                checkpoint,
                 display_name=endpoint_display_name(job_id),
-                machine_type=target.shape.machine_type,
-                accelerator_type=target.shape.accelerator_type,
-                accelerator_count=target.shape.accelerator_count,
+                machine_type=str(shape["machine_type"]),
+                accelerator_type=str(shape["accelerator_type"]),
+                accelerator_count=int(shape["accelerator_count"]),
             )
+        except VertexApiError as error:
+            if error.transient:
+                # Redelivery retries; once this attempt can no longer be in flight, a redelivery
+                # or the poller looks for its endpoint by name and deploys again only if none.
+                raise
+            return self._fail(job, _categorise({"code": _rpc_code(error.status), "message": error.message}))
+        self.jobs.update_deploy(
+            job_id, {"deployment.operation": operation, "deployment.checkpoint_uri": checkpoint}
+        )
+        log.info("deployment started", extra=log_fields(operation=operation, checkpoint=checkpoint))
+        return "started"
+
+    def _adopt(self, job_id: str) -> bool:
+        """Record the endpoint an earlier attempt made for this job, if there is one."""
+        found = self.vertex.find_endpoints(endpoint_display_name(job_id))
+        if not found:
+            return False
+        # The one already serving, if any: a later attempt's endpoint may still be loading.
+        chosen = next((e for e in found if e.get("deployedModels")), found[0])
+        if len(found) > 1:
+            log.error(
+                "more than one endpoint for this job; adopting one, the others need removing by hand",
+                extra=log_fields(adopted=chosen["name"], found=[e["name"] for e in found]),
+            )
+        self.jobs.update_deploy(job_id, {"deployment.endpoint": chosen["name"], "deployment.adopted": True})
+        log.warning(
+            "endpoint of an earlier deploy attempt adopted", extra=log_fields(endpoint=chosen["name"])
+        )
+        return True
+
+    def _recover(self, job: Mapping[str, Any]) -> str:
+        """A deploying job with neither operation nor endpoint recorded: adopt what the last
+        attempt made, wait while it may still be in flight, then deploy again (bounded).
+
+        Returns "adopted", "started", "failed" (the new attempt was refused), "waiting" or
+        "exhausted" (no endpoint, and no attempt left).
+        """
+        job_id = str(job["job_id"])
+        deployment = job.get("deployment") or {}
+        attempt_age = _attempt_age(deployment)
+        if _is_managed(deployment):
+            return self._recover_managed(job, attempt_age)
+        if self._adopt(job_id):
+            return "adopted"
+        if attempt_age < ATTEMPT_IN_FLIGHT_S:
+            return "waiting"
+        attempts = int(deployment.get("attempts") or 1)
+        checkpoint = deployment.get("checkpoint_uri") or job.get("final_checkpoint_uri")
+        if attempts >= MAX_DEPLOY_ATTEMPTS or not checkpoint or not deployment.get("shape"):
+            return "exhausted"
+        claimed = self.jobs.claim_attempt(
+            job_id,
+            attempts + 1,
+            {"deployment.attempts": attempts + 1, "deployment.attempt_at": datetime.now(UTC).isoformat()},
+        )
+        if claimed is None:
+            return "waiting"  # another process took this attempt
+        log.warning(
+            "no endpoint of the last deploy attempt; deploying again",
+            extra=log_fields(attempt=attempts + 1, of=MAX_DEPLOY_ATTEMPTS),
+        )
+        return self._deploy(claimed, deployment["shape"], str(checkpoint))
+
+    def _recover_managed(self, job: Mapping[str, Any], attempt_age: float) -> str:
+        endpoint = (job.get("tuned_model") or {}).get("endpoint")
+        if endpoint:
             self.jobs.update_deploy(
-                job_id, {"deployment.operation": operation, "deployment.checkpoint_uri": checkpoint}
+                str(job["job_id"]), {"deployment.endpoint": endpoint, "deployment.managed": True}
             )
-            log.info("deployment started", extra=log_fields(operation=operation, checkpoint=checkpoint))
-            return "started"
+            return "adopted"
+        return "waiting" if attempt_age < ATTEMPT_IN_FLIGHT_S else "exhausted"
 
     def follow(self, job: Mapping[str, Any]) -> str:
-        """One poller look at a deploying job. Returns "waiting", "deployed" or "failed"."""
+        """One poller look at a deploying job.
+
+        Returns "waiting", "deployed", "failed" or "cleanup-pending" (failed; the endpoint's
+        removal is tried again on the next tick before deploy.failed is published).
+        """
         job_id = str(job["job_id"])
         deployment = dict(job.get("deployment") or {})
         with correlate(job_id=job_id):
+            if deployment.get("cleanup"):
+                return self._retry_cleanup(job, deployment)
             endpoint = deployment.get("endpoint")
-            operation_name = deployment.get("operation")
-            if not endpoint and operation_name:
-                operation = self.vertex.get_operation(str(operation_name))
-                if not operation.get("done"):
-                    if _age_seconds(deployment.get("started_at")) > DEPLOY_TIMEOUT_S:
-                        self._fail(
-                            job,
-                            DeploymentError(
-                                "capacity",
-                                "the deployment did not finish in 3 hours",
-                                "Check L4 capacity in the region; try another region.",
-                            ),
-                            endpoint=self._endpoint_by_name(job_id),
-                        )
-                        return "failed"
-                    return "waiting"
-                if "error" in operation:
-                    error = operation["error"]
-                    self._fail(job, _categorise(error), endpoint=self._endpoint_by_name(job_id))
-                    return "failed"
-                endpoint = (operation.get("response") or {}).get("endpoint")
+            if not endpoint and deployment.get("operation"):
+                endpoint, outcome = self._operation_result(job, deployment)
+                if not endpoint:
+                    return outcome
             if not endpoint:
-                if _age_seconds(deployment.get("started_at")) > 600:
-                    self._fail(
-                        job,
-                        DeploymentError(
-                            "internal",
-                            "no deployment operation was recorded",
-                            "Deploy again with: droptune jobs redeploy JOB.",
-                        ),
-                        endpoint=self._endpoint_by_name(job_id),
-                    )
-                    return "failed"
+                return self._follow_unrecorded(job, deployment)
+            if deployment.get("adopted") and not self._serves(job_id, str(endpoint)):
+                # Adopted without its operation: it serves once it lists a deployed model.
+                if _attempt_age(deployment) > DEPLOY_TIMEOUT_S:
+                    return self._fail(job, _timed_out(), endpoint=str(endpoint))
                 return "waiting"
             return self._smoke_and_finish(job, deployment, str(endpoint))
+
+    def _follow_unrecorded(self, job: Mapping[str, Any], deployment: Mapping[str, Any]) -> str:
+        """Neither operation nor endpoint recorded: a deployer died between its deploy call and
+        the record, or before the call; or it is still at it."""
+        outcome = self._recover(job)
+        if outcome == "exhausted":
+            # Nothing of ours exists by name (that was just checked): nothing to remove.
+            return self._fail(job, _nothing_deployed(str(job["job_id"]), deployment), endpoint=None)
+        # Adopted: whether it serves yet is checked on the next tick.
+        return "failed" if outcome == "failed" else "waiting"
+
+    def _operation_result(
+        self, job: Mapping[str, Any], deployment: Mapping[str, Any]
+    ) -> tuple[str | None, str]:
+        """The endpoint a finished deploy operation made, or (None, what was done instead)."""
+        job_id = str(job["job_id"])
+        operation = self.vertex.get_operation(str(deployment["operation"]))
+        if not operation.get("done"):
+            if _attempt_age(deployment) > DEPLOY_TIMEOUT_S:
+                return None, self._fail(job, _timed_out(), endpoint=self._endpoint_by_name(job_id))
+            return None, "waiting"
+        if "error" in operation:
+            return None, self._fail(
+                job, _categorise(operation["error"]), endpoint=self._endpoint_by_name(job_id)
+            )
+        endpoint = (operation.get("response") or {}).get("endpoint") or self._endpoint_by_name(job_id)
+        return (str(endpoint), "") if endpoint else (None, self._fail(job, _no_endpoint_in(operation)))
+
+    def _serves(self, job_id: str, endpoint: str) -> bool:
+        found = self.vertex.find_endpoints(endpoint_display_name(job_id))
+        return any(e.get("name") == endpoint and e.get("deployedModels") for e in found)
 
     def _smoke_and_finish(self, job: Mapping[str, Any], deployment: Mapping[str, Any], endpoint: str) -> str:
         started = time.perf_counter()
@@ -226,23 +367,21 @@ class Deployer:
                 # Tuned on conversations: ask through the chat template it learned them with.
                 answer = self.vertex.chat(endpoint, SMOKE_PROMPT, max_tokens=SMOKE_MAX_TOKENS)
             else:
-                predictions = self.vertex.predict(
-                    endpoint, [{"prompt": SMOKE_PROMPT, "max_tokens": SMOKE_MAX_TOKENS, "temperature": 0}]
-                )
+                predictions = self.vertex.predict(endpoint, [dict(SMOKE_INSTANCE)])
                 answer = str(predictions[0]) if predictions else ""
         except VertexApiError as error:
             if error.transient:
                 raise
-            self._fail(
+            return self._fail(
                 job,
                 DeploymentError(
                     "internal",
                     f"the smoke prediction failed: {error.message}",
-                    "Read the endpoint's logs; the endpoint was removed.",
+                    "Read the endpoint's logs in Cloud Logging; check that the checkpoint folder "
+                    "holds a complete model in Hugging Face format.",
                 ),
                 endpoint=endpoint,
             )
-            return "failed"
         latency_ms = round((time.perf_counter() - started) * 1000)
         shape = deployment.get("shape") or {}
         data = {
@@ -277,18 +416,80 @@ class Deployer:
         found = self.vertex.find_endpoints(endpoint_display_name(job_id))
         return str(found[0]["name"]) if found else None
 
-    def _fail(self, job: Mapping[str, Any], error: DeploymentError, *, endpoint: str | None) -> None:
-        removed = False
+    def _fail(self, job: Mapping[str, Any], error: DeploymentError, *, endpoint: str | None = None) -> str:
+        """Remove the endpoint made for a failed deployment, then publish deploy.failed; when the
+        removal fails, record it for the next tick instead, and publish nothing yet."""
         if endpoint:
-            try:
-                self.vertex.remove_endpoint(endpoint)
-                removed = True
-            except VertexApiError as cleanup:
-                log.error("endpoint not removed", extra=log_fields(endpoint=endpoint, problem=str(cleanup)))
+            problem = self._remove(endpoint)
+            if problem is not None:
+                self.jobs.update_deploy(
+                    str(job["job_id"]),
+                    {
+                        "deployment.cleanup": {
+                            "endpoint": endpoint,
+                            "error": error.to_dict(),
+                            "attempts": 1,
+                            "problem": problem,
+                            "since": datetime.now(UTC).isoformat(),
+                        }
+                    },
+                )
+                log.error(
+                    "endpoint not removed; the next poller tick tries again",
+                    extra=log_fields(endpoint=endpoint, problem=problem, attempt=1, of=CLEANUP_ATTEMPTS),
+                )
+                return "cleanup-pending"
+        return self._finish_failed(job, error, endpoint=endpoint, removed=bool(endpoint))
+
+    def _retry_cleanup(self, job: Mapping[str, Any], deployment: Mapping[str, Any]) -> str:
+        cleanup = deployment["cleanup"]
+        endpoint = str(cleanup["endpoint"])
+        recorded = cleanup.get("error") or {}
+        error = DeploymentError(
+            str(recorded.get("category") or "internal"),
+            str(recorded.get("message") or "deployment failed"),
+            str(recorded.get("remedy") or "Try again later."),
+        )
+        problem = self._remove(endpoint)
+        if problem is None:
+            return self._finish_failed(job, error, endpoint=endpoint, removed=True)
+        attempts = int(cleanup.get("attempts") or 1) + 1
+        log.error(
+            "endpoint still not removed",
+            extra=log_fields(endpoint=endpoint, problem=problem, attempt=attempts, of=CLEANUP_ATTEMPTS),
+        )
+        if attempts >= CLEANUP_ATTEMPTS:
+            error.remedy = f"{error.remedy} {_remove_by_hand(endpoint, problem)}"
+            return self._finish_failed(job, error, endpoint=endpoint, removed=False)
+        self.jobs.update_deploy(
+            str(job["job_id"]),
+            {"deployment.cleanup.attempts": attempts, "deployment.cleanup.problem": problem},
+        )
+        return "cleanup-pending"
+
+    def _remove(self, endpoint: str) -> str | None:
+        """Undeploy and delete an endpoint; None when it is gone, else why it is not."""
+        try:
+            self.vertex.remove_endpoint(endpoint)
+        except VertexApiError as error:
+            if error.status == 404:
+                return None  # already gone: nothing bills
+            return str(error)
+        except OSError as error:  # requests' timeouts and connection errors are OSErrors
+            return f"{type(error).__name__}: {error}"
+        return None
+
+    def _finish_failed(
+        self, job: Mapping[str, Any], error: DeploymentError, *, endpoint: str | None, removed: bool
+    ) -> str:
         self.jobs.finish_deploy(
             str(job["job_id"]),
             deployed=False,
-            fields={"error": error.to_dict(), "deployment.endpoint_removed": removed},
+            fields={
+                "error": error.to_dict(),
+                "deployment.endpoint_removed": removed,
+                "deployment.cleanup": None,
+            },
             event_data={
                 **_job_identity(job),
                 "checkpoint_uri": (job.get("deployment") or {}).get("checkpoint_uri")
@@ -299,6 +500,67 @@ class Deployer:
             },
         )
         log.warning("deployment failed", extra=log_fields(error=error.to_dict(), endpoint_removed=removed))
+        return "failed"
+
+
+def _is_managed(deployment: Mapping[str, Any]) -> bool:
+    """Vertex AI deployed it with the tuning job (translation, PaLM): no deploy call of ours."""
+    return bool(deployment.get("managed")) or ("shape" in deployment and deployment["shape"] is None)
+
+
+def _attempt_age(deployment: Mapping[str, Any]) -> float:
+    return _age_seconds(deployment.get("attempt_at") or deployment.get("started_at"))
+
+
+def _timed_out() -> DeploymentError:
+    return DeploymentError(
+        "capacity",
+        "the deployment did not finish in 3 hours",
+        "Check L4 capacity in the region; try another region.",
+    )
+
+
+def _nothing_deployed(job_id: str, deployment: Mapping[str, Any]) -> DeploymentError:
+    if _is_managed(deployment):
+        return DeploymentError(
+            "internal",
+            "Vertex AI recorded no endpoint for the tuned model",
+            f"See the tuned model with `droptune jobs show {job_id}` and `droptune models list`.",
+        )
+    attempts = int(deployment.get("attempts") or 1)
+    return DeploymentError(
+        "internal",
+        f"no deployment was recorded after {attempts} attempt(s), and no endpoint named "
+        f"{endpoint_display_name(job_id)} exists",
+        f"Read the deployer's logs for job {job_id} and `droptune jobs show {job_id}`; deploy the "
+        "checkpoint by hand with Model Garden (custom weights).",
+    )
+
+
+def _no_endpoint_in(operation: Mapping[str, Any]) -> DeploymentError:
+    return DeploymentError(
+        "internal",
+        f"the deploy operation {operation.get('name')} ended without naming an endpoint",
+        "Try again later; if it persists, deploy the checkpoint by hand.",
+    )
+
+
+def _remove_by_hand(endpoint: str, problem: str) -> str:
+    # projects/P/locations/REGION/endpoints/ID
+    parts = endpoint.split("/")
+    endpoint_id, region = parts[-1], parts[3] if len(parts) > 3 else "REGION"
+    where = f"{endpoint_id} --region={region}"
+    return (
+        f"The endpoint {endpoint} could not be removed ({problem}) and may still be billing: "
+        f"list its deployed models with `gcloud ai endpoints describe {where}`, undeploy each with "
+        f"`gcloud ai endpoints undeploy-model {where} --deployed-model-id=ID`, then "
+        f"`gcloud ai endpoints delete {where}`."
+    )
+
+
+def _rpc_code(status: int) -> int:
+    """The google.rpc.Code of an HTTP status (https://cloud.google.com/apis/design/errors)."""
+    return {400: 3, 401: 16, 403: 7, 404: 5, 409: 10, 412: 9, 429: 8}.get(status, 13)
 
 
 def _job_identity(job: Mapping[str, Any]) -> dict[str, Any]:
@@ -375,6 +637,42 @@ class StoreTransitions:
         from droptune.jobs.record import JobState
 
         self.store.update_fields(job_id, fields, expected=JobState.DEPLOYING)
+
+    def current(self, job_id: str) -> dict[str, Any] | None:
+        document: dict[str, Any] | None = self.store.get(job_id)
+        return document
+
+    def claim_attempt(self, job_id: str, attempt: int, fields: Mapping[str, Any]) -> dict[str, Any] | None:
+        from google.cloud import firestore
+
+        from droptune.jobs.record import JobState
+
+        ref = self.store.ref(job_id)
+
+        # One transaction: two pollers, or a poller and a redelivery, that both find no endpoint
+        # cannot both deploy again (the loser re-reads the attempt count and stops).
+        @firestore.transactional
+        def run(transaction: Any) -> dict[str, Any] | None:
+            snapshot = ref.get(transaction=transaction)
+            self.store.counts.add(reads=1)
+            if not snapshot.exists:
+                return None
+            document: dict[str, Any] = (snapshot.to_dict() or {}) | {"job_id": snapshot.id}
+            deployment = document.get("deployment") or {}
+            if (
+                document.get("state") != JobState.DEPLOYING.value
+                or deployment.get("operation")
+                or deployment.get("endpoint")
+                or deployment.get("cleanup")
+                or int(deployment.get("attempts") or 1) != attempt - 1
+            ):
+                return None
+            transaction.update(ref, dict(fields) | {"updated_at": datetime.now(UTC)})
+            self.store.counts.add(writes=1)
+            return document
+
+        claimed: dict[str, Any] | None = run(self.store.db.transaction())
+        return claimed
 
     def note_not_deployed(self, job_id: str, reason: str) -> None:
         from droptune.jobs.record import JobState
