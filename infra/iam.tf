@@ -32,7 +32,8 @@ resource "google_service_account" "function" {
 }
 
 # Storage Object User (roles/storage.objectUser) on the datasets bucket: the validator reads
-# the dataset and its manifest and (over)writes <path>.jsonl.report.json beside it.
+# the dataset and its manifest, (over)writes <path>.jsonl.report.json beside it, and with
+# retired_models = "convert" writes the converted dataset under droptune-converted/.
 # https://cloud.google.com/storage/docs/access-control/iam-roles
 resource "google_storage_bucket_iam_member" "validator_reads_datasets_writes_reports" {
   bucket = google_storage_bucket.datasets.name

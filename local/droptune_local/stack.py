@@ -17,11 +17,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from droptune.datasets.tokenizer_files import TOKENIZER_FILE_NAME
 from droptune.topology import DATASET_UPLOADS, POLLER_TICKS, SERVICES
 from droptune_local import processes
 from droptune_local.emulators import find_emulators, find_fake_gcs_server
 from droptune_local.processes import ProcessRecord, ProcessStartError
 from droptune_local.provisioning import create_bucket, provision_pubsub
+from vertex_standin.models import default_model_cache_dir
 
 STATE_FILE = "state.json"
 # The Firestore emulator is a JVM and the stand-in imports torch: on two cores both take seconds.
@@ -282,6 +284,11 @@ class _Starter:
             "PUBSUB_EMULATOR_HOST": f"127.0.0.1:{self.ports['pubsub']}",
             "FIRESTORE_EMULATOR_HOST": f"127.0.0.1:{self.ports['firestore']}",
             "DROPTUNE_VERTEX_API_ENDPOINT": self.url("vertex"),
+            # The stand-in trains its local model whatever the catalog id: its tokenizer makes the
+            # validator's counts exact for what really runs (the file appears once it is built).
+            "DROPTUNE_TOKENIZER_URI": str(
+                default_model_cache_dir() / self.config.standin_model / TOKENIZER_FILE_NAME
+            ),
             "PYTHONUNBUFFERED": "1",
         }
         env |= dict(self.config.function_environment)

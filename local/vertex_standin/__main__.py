@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
-from vertex_standin.models import LOCAL_MODEL_FAMILIES
+from vertex_standin.models import LOCAL_MODEL_FAMILIES, default_model_cache_dir
 from vertex_standin.server import build_server
 from vertex_standin.service import StandinService, StandinSettings
 
@@ -51,7 +51,7 @@ def parse_settings(argv: Sequence[str]) -> tuple[str, int, StandinSettings]:
     parser.add_argument(
         "--model-cache-dir",
         type=Path,
-        default=Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "droptune" / "models",
+        default=default_model_cache_dir(),
         help="where local base models are built once",
     )
     parser.add_argument(

@@ -111,6 +111,11 @@ _TINY_CORPUS_TEXT = (
 )
 
 
+def default_model_cache_dir() -> Path:
+    """Where local base models are built once, shared by every stack on this machine."""
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "droptune" / "models"
+
+
 def local_model_dir(family: str, cache_dir: Path) -> Path:
     """The cached Hugging Face folder for a local family, built on first use."""
     if family not in LOCAL_MODEL_FAMILIES:

@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from droptune import identity
@@ -34,6 +35,15 @@ from droptune.datasets import (
     validate_dataset,
 )
 from droptune.datasets.images import sniff_image_type
+from droptune.datasets.palm_conversion import PALM_ONLY_OPTIONS, convert_palm_dataset
+from droptune.datasets.tokenizer_files import (
+    MAX_TOKENIZER_BYTES,
+    TOKENIZER_FILE_NAME,
+    TokenizerFileError,
+    find_tokenizer_file,
+    token_counter_from_json,
+)
+from droptune.datasets.tokens import TokenCounter
 from droptune.deployment import preflight_problem
 from droptune.envelopes import StorageObject
 from droptune.events import Publisher, make_event, publish_event
@@ -44,6 +54,8 @@ log = logging.getLogger(__name__)
 
 REPORT_SUFFIX = ".report.json"
 MANIFEST_SUFFIX = ".manifest.json"
+# Datasets droptune rewrites for a retired model's successor; never validated as uploads.
+CONVERTED_PREFIX = "droptune-converted/"
 DATASETS_COLLECTION = "datasets"
 SOURCE = "//droptune/validator"
 READ_CHUNK_BYTES = 8 * 1024 * 1024
@@ -101,6 +113,10 @@ def ignore_reason(obj: StorageObject, settings: Settings) -> str | None:
             f"the object name is longer than {MAX_DATASET_NAME_BYTES} bytes, leaving no room for its report",
         ),
         (
+            obj.name.startswith(CONVERTED_PREFIX),
+            "a dataset droptune converted for a retired model's successor; it is not an upload",
+        ),
+        (
             obj.bucket != settings.datasets_bucket,
             f"bucket {obj.bucket} is not the datasets bucket {settings.datasets_bucket}",
         ),
@@ -128,6 +144,8 @@ class Intake:
         self.storage = storage
         self.firestore = firestore
         self.publisher = publisher
+        # Loaded tokenizers by URI: one function instance validates many uploads for one model.
+        self._tokenizers: dict[str, TokenCounter] = {}
 
     def handle(self, obj: StorageObject, event_id: str) -> IntakeResult:
         reason = ignore_reason(obj, self.settings)
@@ -222,7 +240,21 @@ class Intake:
             log.info("upload ignored", extra=log_fields(object=obj.uri, reason=reason))
             return IntakeResult("ignored", reason, dataset_id)
 
-        report_uri = self._write_report(bucket, obj, report.to_json())
+        return self._conclude(obj, dataset_id, options, report, manifest, validation_uri)
+
+    def _conclude(  # noqa: PLR0917 - the last step of _validate, split out to read
+        self,
+        obj: StorageObject,
+        dataset_id: str,
+        options: TuningOptions,
+        report: DatasetReport,
+        manifest: Mapping[str, object] | None,
+        validation_uri: str | None,
+    ) -> IntakeResult:
+        policy = RetiredModelPolicy(self.settings.retired_models)
+        if report.valid and options.model.retired and policy is RetiredModelPolicy.CONVERT:
+            return self._tune_the_successor(obj, dataset_id, options, report, manifest, validation_uri)
+        report_uri = self._write_report(self.storage.bucket(obj.bucket), obj, report.to_json())
         if not report.valid:
             return self._finish_rejected(obj, dataset_id, report_uri, report.to_dict(), report.summary())
         return self._finish_validated(
@@ -233,6 +265,128 @@ class Intake:
             report_uri=report_uri,
             validation_uri=validation_uri,
         )
+
+    # --- retired models: convert and tune the successor ---------------------------------------
+
+    def _tune_the_successor(  # noqa: PLR0917 - one step of _validate, split out to read
+        self,
+        obj: StorageObject,
+        dataset_id: str,
+        palm_options: TuningOptions,
+        palm_report: DatasetReport,
+        manifest: Mapping[str, object] | None,
+        validation_uri: str | None,
+    ) -> IntakeResult:
+        """A PaLM dataset that passed PaLM's rules, rewritten as chat and tuned on the catalog's
+        successor (retired_models=convert). The converted files live outside the watched prefix,
+        so they never trigger validation themselves; the report beside the upload says it all."""
+        retired = palm_options.base_model
+        successor = str(palm_options.model.successor)
+        try:
+            options = resolve_options(
+                self._defaults(),
+                _droptune_metadata(
+                    obj.metadata, drop=PALM_ONLY_OPTIONS | {"base_model", "validation_dataset"}
+                )
+                | {"droptune-base-model": successor},
+                {
+                    k: v
+                    for k, v in (manifest or {}).items()
+                    if k not in PALM_ONLY_OPTIONS | {"base_model", "validation_dataset"}
+                },
+            )
+        except OptionsError as error:
+            return self._reject_options(obj, dataset_id, error, None)
+        unservable = preflight_problem(successor, self.settings)
+        if unservable is not None:
+            problem = f"{retired} is retired and its successor cannot be deployed: {unservable}"
+            return self._reject_options(obj, dataset_id, None, problem, code="unservable_model")
+
+        bucket = self.storage.bucket(obj.bucket)
+        folder = f"{CONVERTED_PREFIX}{dataset_id}/"
+        training_name = folder + obj.name.rsplit("/", 1)[-1]
+        self._convert(
+            obj.uri,
+            bucket.blob(obj.name, generation=int(obj.generation)),
+            bucket,
+            training_name,
+            palm_options,
+        )
+        converted_validation = None
+        if validation_uri is not None:
+            source_bucket, _, source_name = validation_uri.removeprefix("gs://").partition("/")
+            converted_validation = paired_validation_name(training_name)
+            self._convert(
+                validation_uri,
+                self.storage.bucket(source_bucket).blob(source_name),
+                bucket,
+                converted_validation,
+                palm_options,
+            )
+        training_uri = f"gs://{obj.bucket}/{training_name}"
+        converted_validation_uri = (
+            f"gs://{obj.bucket}/{converted_validation}" if converted_validation else None
+        )
+
+        with bucket.blob(training_name).open(
+            "rb", chunk_size=READ_CHUNK_BYTES, timeout=self.settings.api_timeout_seconds
+        ) as stream:
+            if converted_validation is None:
+                report = self._run_validation(stream, obj, options, None, None)
+            else:
+                with bucket.blob(converted_validation).open(
+                    "rb", chunk_size=READ_CHUNK_BYTES, timeout=self.settings.api_timeout_seconds
+                ) as validation_stream:
+                    report = self._run_validation(
+                        stream, obj, options, validation_stream, converted_validation_uri
+                    )
+        conversion = {
+            "retired_model": retired,
+            "successor": successor,
+            "training_uri": training_uri,
+            "validation_uri": converted_validation_uri,
+            "retired_model_report": {
+                "verdict": "valid",
+                "format": palm_report.format,
+                "examples": palm_report.training.counts.examples,
+                "warning_total": palm_report.warning_total,
+            },
+        }
+        report_uri = self._write_report(
+            bucket,
+            obj,
+            json.dumps(report.to_dict() | {"converted_from": conversion}, indent=2, ensure_ascii=True),
+        )
+        log.info(
+            "retired model converted",
+            extra=log_fields(object=obj.uri, **{k: v for k, v in conversion.items() if isinstance(v, str)}),
+        )
+        if not report.valid:
+            return self._finish_rejected(obj, dataset_id, report_uri, report.to_dict(), report.summary())
+        return self._finish_validated(
+            obj,
+            dataset_id=dataset_id,
+            options=options,
+            report=report,
+            report_uri=report_uri,
+            validation_uri=converted_validation_uri,
+            conversion=conversion,
+        )
+
+    def _convert(
+        self, source_uri: str, source: Any, bucket: Any, name: str, palm_options: TuningOptions
+    ) -> None:
+        with (
+            source.open(
+                "rb", chunk_size=READ_CHUNK_BYTES, timeout=self.settings.api_timeout_seconds
+            ) as reader,
+            bucket.blob(name).open(
+                "wb", content_type="application/jsonl", timeout=self.settings.api_timeout_seconds
+            ) as writer,
+        ):
+            convert_palm_dataset(
+                reader, writer, source_name=source_uri, default_context=palm_options.default_context
+            )
 
     def _defaults(self) -> dict[str, str]:
         return {"base_model": self.settings.default_base_model, "region": self.settings.region}
@@ -279,14 +433,63 @@ class Intake:
         validation_stream: Any | None,
         validation_uri: str | None,
     ) -> DatasetReport:
+        tokenizer = self._tokenizer_for(options)
         return validate_dataset(
             stream,
             options=options,
             source_name=obj.uri,
+            count_tokens=tokenizer[1] if tokenizer else None,
+            tokenizer_name=f"the tokenizer.json at {tokenizer[0]}" if tokenizer else None,
             check_gcs_images=self._check_images,
             validation_stream=validation_stream,
             validation_source_name=validation_uri,
         )
+
+    def _tokenizer_for(self, options: TuningOptions) -> tuple[str, TokenCounter] | None:
+        """The model's own tokenizer when one is at hand (a custom base model's folder, else the
+        configured one), for exact counts (issue 3 §4); None: the report states an estimate."""
+        if options.custom_base_model:
+            where = options.custom_base_model.rstrip("/") + "/" + TOKENIZER_FILE_NAME
+        elif self.settings.tokenizer_uri:
+            where = self.settings.tokenizer_uri
+        else:
+            return None
+        from google.api_core.exceptions import Forbidden
+
+        if where not in self._tokenizers:
+            try:
+                data = self._read_tokenizer(where)
+                counter = token_counter_from_json(data) if data is not None else None
+            # The tuning service may read a checkpoint folder that the validator may not: the
+            # counts are then estimated, and the job itself is not refused for it.
+            except (TokenizerFileError, Forbidden) as error:
+                log.warning(
+                    "tokenizer unusable; tokens estimated", extra=log_fields(uri=where, problem=str(error))
+                )
+                counter = None
+            if counter is None:
+                return None  # not cached: a tokenizer that appears later is picked up then
+            self._tokenizers[where] = counter
+        return where, self._tokenizers[where]
+
+    def _read_tokenizer(self, where: str) -> bytes | None:
+        if not where.startswith("gs://"):
+            path = find_tokenizer_file(Path(where))
+            if path is None:
+                log.info("no tokenizer file; tokens estimated", extra=log_fields(uri=where))
+                return None
+            if path.stat().st_size > MAX_TOKENIZER_BYTES:
+                raise TokenizerFileError(f"{path} is over {MAX_TOKENIZER_BYTES >> 20} MiB")
+            return path.read_bytes()
+        bucket_name, _, name = where.removeprefix("gs://").partition("/")
+        blob = self.storage.bucket(bucket_name).get_blob(name, timeout=self.settings.api_timeout_seconds)
+        if blob is None:
+            log.info("no tokenizer file; tokens estimated", extra=log_fields(uri=where))
+            return None
+        if blob.size is not None and blob.size > MAX_TOKENIZER_BYTES:
+            raise TokenizerFileError(f"{where} is {blob.size} bytes, over {MAX_TOKENIZER_BYTES >> 20} MiB")
+        data: bytes = blob.download_as_bytes(timeout=self.settings.api_timeout_seconds)
+        return data
 
     def _check_images(self, uris: Sequence[str]) -> Mapping[str, ImageProblem | None]:
         """Each distinct gs:// image exists and starts like a JPEG, PNG or WEBP (M1.4).
@@ -455,6 +658,7 @@ class Intake:
         report: DatasetReport,
         report_uri: str,
         validation_uri: str | None,
+        conversion: Mapping[str, Any] | None = None,
     ) -> IntakeResult:
         option_values = options.to_dict()
         option_values.pop("sources", None)
@@ -482,6 +686,7 @@ class Intake:
                 "options": option_values,
                 "option_sources": dict(options.sources),
                 "stats": stats,
+                **({"converted_from": dict(conversion)} if conversion else {}),
             }
             self._record(dataset_id, document)
             request = {
@@ -494,10 +699,13 @@ class Intake:
                 "md5_hash": obj.md5_hash,
                 "report_uri": report_uri,
                 "validation_uri": validation_uri,
+                # What Vertex trains on: the upload itself, or its conversion for a successor model.
+                "training_uri": conversion["training_uri"] if conversion else obj.uri,
                 "base_model": options.base_model,
                 "tuning_mode": options.tuning_mode.value if options.tuning_mode else None,
                 "options": option_values,
                 "stats": stats,
+                **({"converted_from": conversion["retired_model"]} if conversion else {}),
                 "requested_at": datetime.now(UTC).isoformat(),
             }
             self.publisher.publish_json(
@@ -520,6 +728,7 @@ class Intake:
                     "tuning_mode": request["tuning_mode"],
                     "options": option_values,
                     "stats": stats,
+                    **({"converted_from": dict(conversion)} if conversion else {}),
                 },
             )
             publish_event(self.publisher, self.settings.events_topic, event)
@@ -575,6 +784,9 @@ def describe_image_head(head: bytes) -> str:
     return f"its first bytes ({hexed}) match no JPEG, PNG or WEBP signature"
 
 
-def _droptune_metadata(metadata: Mapping[str, str]) -> dict[str, str]:
+def _droptune_metadata(metadata: Mapping[str, str], *, drop: frozenset[str] = frozenset()) -> dict[str, str]:
     # resolve_options reads the `droptune-` keys itself; other metadata is the user's own business.
-    return {key: value for key, value in metadata.items() if key.startswith("droptune-")}
+    dropped = {f"droptune-{option.replace('_', '-')}" for option in drop}
+    return {
+        key: value for key, value in metadata.items() if key.startswith("droptune-") and key not in dropped
+    }

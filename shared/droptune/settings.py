@@ -66,6 +66,9 @@ class Settings:
     output_prefix: str = "tuned/"
     tuning_service_account: str | None = None
     kms_key_name: str | None = None
+    # A tokenizer.json (gs:// or a local path, or a folder holding one) for exact token counts of
+    # base models without a tokenizer of their own at hand; the local stack names the stand-in's.
+    tokenizer_uri: str | None = None
     # Timeout applied to every blocking call to a Google API.
     api_timeout_seconds: float = 30.0
     # Pairs, not a dict: Settings is frozen and hashable, so clients can be cached per settings.
@@ -131,6 +134,11 @@ class Settings:
                 "DROPTUNE_KMS_KEY_NAME",
                 re.compile(r"^projects/[^/]+/locations/[^/]+/keyRings/[^/]+/cryptoKeys/[^/]+$"),
                 "projects/P/locations/L/keyRings/R/cryptoKeys/K",
+            ),
+            tokenizer_uri=reader.optional_or_none(
+                "DROPTUNE_TOKENIZER_URI",
+                re.compile(r"^(gs://[a-z0-9][a-z0-9._-]{1,220}/\S+|/\S+)$"),
+                "a gs://bucket/path or an absolute path of a tokenizer.json, or of a folder holding one",
             ),
             api_timeout_seconds=reader.number(
                 "DROPTUNE_API_TIMEOUT_SECONDS", 30.0, minimum=1.0, maximum=600.0

@@ -224,3 +224,84 @@ def test_a_redelivered_upload_gives_the_same_report_and_no_second_tune_request( 
     assert len(duplicates) == 2, (
         f"expected the validator to log both redeliveries as duplicates: {duplicates}"
     )
+
+
+def test_a_palm_dataset_is_converted_and_tuned_on_the_successor_when_the_policy_says_convert(
+    stack: Any, datasets_bucket: Any, firestore_db: Any, events: Any
+) -> None:
+    """retired_models=convert (issue 3, retired models): the validator core runs here with that
+    setting, on the stack's emulators, under a prefix of its own that the stack's validator (which
+    allows PaLM) does not watch; the stack's launcher then starts the successor's job."""
+    import dataclasses
+    import os
+
+    from droptune.catalog import get_model
+    from droptune.cloud_clients import PubSubPublisher, firestore_client, storage_client
+    from droptune.envelopes import StorageObject
+    from droptune.intake import CONVERTED_PREFIX, Intake
+    from droptune.settings import Settings
+
+    settings = dataclasses.replace(
+        Settings.from_environ(os.environ),
+        retired_models="convert",
+        deploy_policy="never",
+        watch_prefix="palm-convert/",
+    )
+    name = f"palm-convert/{uuid.uuid4().hex[:8]}/support.jsonl"
+    rows = [
+        {
+            "context": "You are a helpful support agent.",
+            "messages": [
+                {"author": "user", "content": f"My order {i} is late."},
+                {"author": "assistant", "content": f"Sorry about order {i}; it ships today."},
+            ],
+        }
+        for i in range(12)
+    ]
+    blob = datasets_bucket.blob(name)
+    blob.metadata = {"droptune-base-model": "chat-bison@002", "droptune-train-steps": "20"}
+    blob.upload_from_string("".join(json.dumps(row) + "\n" for row in rows))
+    blob.reload()
+    upload = StorageObject(
+        bucket=datasets_bucket.name,
+        name=name,
+        generation=str(blob.generation),
+        size=blob.size,
+        metadata=dict(blob.metadata or {}),
+        md5_hash=blob.md5_hash,
+    )
+
+    intake = Intake(settings, storage_client(settings), firestore_client(settings), PubSubPublisher(settings))
+    result = intake.handle(upload, "convert-event-1")
+
+    successor = get_model("chat-bison@002").successor
+    assert result.outcome == "validated", result.reason
+    report = _report(datasets_bucket, name)
+    assert report is not None and report["verdict"] == "valid"
+    assert report["base_model"] == successor
+    converted = report["converted_from"]
+    assert converted["retired_model"] == "chat-bison@002"
+    assert converted["training_uri"].startswith(f"gs://{datasets_bucket.name}/{CONVERTED_PREFIX}")
+    first = json.loads(
+        datasets_bucket.blob(converted["training_uri"].split("/", 3)[3]).download_as_bytes().splitlines()[0]
+    )
+    assert first["messages"][0] == {"role": "system", "content": "You are a helpful support agent."}
+    assert first["messages"][1]["role"] == "user"
+
+    validated = events.wait("droptune.dataset.validated", name)
+    assert validated["data"]["base_model"] == successor
+    assert "train_steps" not in {k for k, v in validated["data"]["options"].items() if v is not None}
+
+    def launched() -> list[dict[str, Any]]:
+        label = urllib.parse.quote(f'labels.droptune-job-id="{result.job_id}"')
+        url = f"{stack.endpoint('vertex')}/v1beta1/projects/{stack.project}/locations/us-central1/tuningJobs"
+        found: list[dict[str, Any]] = (
+            requests.get(f"{url}?filter={label}", timeout=10).json().get("tuningJobs", [])
+        )
+        return found
+
+    jobs = wait_for(launched, timeout=60, what="the successor's tuning job in the stand-in")
+    assert jobs[0]["baseModel"] == successor
+    assert jobs[0]["supervisedTuningSpec"]["trainingDatasetUri"] == converted["training_uri"]
+    job = firestore_db.collection("jobs").document(result.job_id).get().to_dict()
+    assert job["converted_from"] == "chat-bison@002"

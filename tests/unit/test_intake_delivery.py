@@ -86,6 +86,11 @@ class FakeBlob:
         self.storage.objects[(self.bucket, self.name)] = data.encode()
         self.storage.uploads.append(self.name)
 
+    @property
+    def size(self) -> int | None:
+        data = self.storage.objects.get((self.bucket, self.name))
+        return None if data is None else len(data)
+
     def download_as_bytes(
         self, start: int | None = None, end: int | None = None, timeout: float | None = None
     ) -> bytes:
@@ -407,3 +412,49 @@ def test_a_missing_object_is_not_found() -> None:
 )
 def test_an_unsupported_image_is_described_by_what_its_bytes_look_like(head: bytes, looks: str) -> None:
     assert looks in describe_image_head(head[:16])
+
+
+# --- exact token counts (§4) --------------------------------------------------------------------
+
+
+def one_token_per_word_tokenizer() -> bytes:
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    vocabulary = {"[UNK]": 0, "Hi": 1, "Hello": 2}
+    tokenizer = Tokenizer(models.WordLevel(vocabulary, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    return tokenizer.to_str().encode()
+
+
+def test_a_custom_base_models_own_tokenizer_gives_exact_counts() -> None:
+    world = World()
+    world.storage.objects[("ckpt", "tuned/job-1/final/tokenizer.json")] = one_token_per_word_tokenizer()
+    obj = world.upload(
+        "datasets/a/train.jsonl",
+        chat_jsonl(12),
+        {
+            "droptune-base-model": "meta/llama3_1@llama-3.1-8b",
+            "droptune-custom-base-model": "gs://ckpt/tuned/job-1/final/",
+        },
+    )
+    assert world.intake.handle(obj, "event-1").outcome == "validated"
+    tokens = world.report(obj.name)["tokens"]
+    assert tokens["method"].startswith(
+        "exact: the tokenizer.json at gs://ckpt/tuned/job-1/final/tokenizer.json"
+    )
+    # "Hi 3" and "Hello 3": two words each, so exactly 4 tokens per example, 48 in all.
+    assert tokens["total_tokens"] == 48
+
+
+def test_without_a_tokenizer_at_hand_the_counts_are_an_estimate_that_says_so() -> None:
+    world = World()
+    obj = world.upload(
+        "datasets/a/train.jsonl",
+        chat_jsonl(12),
+        {
+            "droptune-base-model": "meta/llama3_1@llama-3.1-8b",
+            "droptune-custom-base-model": "gs://ckpt/none/",
+        },
+    )
+    assert world.intake.handle(obj, "event-1").outcome == "validated"
+    assert world.report(obj.name)["tokens"]["method"].startswith("estimate")

@@ -107,7 +107,7 @@ def _common(document: Mapping[str, Any], settings: Settings) -> dict[str, Any]:
 
 def _datasets(document: Mapping[str, Any]) -> dict[str, Any]:
     options = document.get("options") or {}
-    spec: dict[str, Any] = {"trainingDatasetUri": document["dataset_uri"]}
+    spec: dict[str, Any] = {"trainingDatasetUri": document.get("training_uri") or document["dataset_uri"]}
     validation = options.get("validation_dataset") or document.get("validation_uri")
     if validation:
         spec["validationDatasetUri"] = _absolute_uri(str(validation), str(document["bucket"]))
