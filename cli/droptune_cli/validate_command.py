@@ -304,6 +304,7 @@ def _validate(
                 files.enter_context(training.open("rb")),
                 options=options,
                 source_name=str(training),
+                size_bytes=training.stat().st_size,
                 count_tokens=tokenizer.count if tokenizer else None,
                 tokenizer_name=tokenizer.name if tokenizer else None,
                 validation_stream=files.enter_context(validation.open("rb")) if validation else None,

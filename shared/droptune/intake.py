@@ -438,6 +438,7 @@ class Intake:
             stream,
             options=options,
             source_name=obj.uri,
+            size_bytes=obj.size,
             count_tokens=tokenizer[1] if tokenizer else None,
             tokenizer_name=f"the tokenizer.json at {tokenizer[0]}" if tokenizer else None,
             check_gcs_images=self._check_images,
@@ -616,6 +617,8 @@ class Intake:
             "state": "rejected",
             "error_total": report.get("error_total", len(errors)),
             "errors": errors,
+            "warnings": list(report.get("warnings", []))[:10],
+            "tokens": report.get("tokens"),
             "summary": summary,
         }
         self._record(dataset_id, document)
@@ -686,6 +689,8 @@ class Intake:
                 "options": option_values,
                 "option_sources": dict(options.sources),
                 "stats": stats,
+                "warnings": [issue.to_dict() for issue in report.warnings[:10]],
+                "tokens": report.to_dict()["tokens"],
                 **({"converted_from": dict(conversion)} if conversion else {}),
             }
             self._record(dataset_id, document)

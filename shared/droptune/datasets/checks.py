@@ -7,6 +7,8 @@ Kept to plain dict/list operations: this runs once per line of files up to 1 GB.
 """
 
 import difflib
+import json
+import re
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -22,6 +24,18 @@ MISSING_VALUE_STRINGS = frozenset({"nan", "none", "null", "n/a"})
 # Chat-template control tokens: the trainer applies the template itself (malformed case 30).
 CONTROL_TOKEN_MARKERS = ("<|", "<start_of_turn>", "<end_of_turn>", "[INST]")
 IMAGE_MODEL = "meta/llama4@llama-4-scout-17b-16e-instruct"
+
+# JSON encoded inside a text (malformed case 24): only a text whose first character is one of
+# these and whose head, after JSON whitespace, is a quoted "{ or "[, an object {" or an array of
+# objects [{ is parsed at all; every other text costs one character test.
+JSON_TEXT_FIRST_CHARS = '"{[ \t\n\r'
+_JSON_TEXT_HEAD = re.compile(r'[ \t\n\r]*(?:"[ \t\n\r]*[{\[]|\{[ \t\n\r]*"|\[[ \t\n\r]*\{)')
+# Keys that make a JSON object in a text a whole example or a message rather than, say, the
+# structured output a model is tuned to produce.
+_ENCODED_EXAMPLE_KEYS = frozenset(
+    {"messages", "contents", "systemInstruction", "prompt", "completion", "input_text", "output_text"}
+)
+_ENCODED_MESSAGE_KEYS = frozenset({"role", "author"})
 
 # Keys from other chat APIs, with why they cannot be used here (malformed cases 23, 30).
 FOREIGN_MESSAGE_KEYS: Mapping[str, str] = {
@@ -83,6 +97,45 @@ def _type_name(value: object) -> str:
         return "null"
     names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}
     return names.get(type(value), "a number")
+
+
+def describe_json_in_text(text: str) -> tuple[str, str] | None:
+    """Message and remedy when a text holds JSON encoded inside the string (malformed case 24): a
+    JSON string literal whose value is JSON again, or a whole example or list of messages; None
+    for any other text. A text that is a plain JSON object or array is fine: models are tuned to
+    answer in JSON. Callers parse only texts that `_JSON_TEXT_HEAD` matches."""
+    try:
+        value = json.loads(text)
+        if isinstance(value, str):
+            inner = json.loads(value)
+            if isinstance(inner, dict | list):
+                return (
+                    "The text is a JSON string whose value is JSON again: it was JSON-encoded twice, so "
+                    "the model learns the quotes and backslashes.",
+                    "Encode it once (the JSON itself, without the outer quotes and escapes), unless the "
+                    "model should really answer with an escaped JSON string.",
+                )
+            return None
+    except (ValueError, RecursionError):  # not JSON after all: an ordinary text
+        return None
+    if isinstance(value, dict):
+        holds_example = not _ENCODED_EXAMPLE_KEYS.isdisjoint(value)
+        holds_message = not _ENCODED_MESSAGE_KEYS.isdisjoint(value)
+    elif isinstance(value, list):
+        holds_example = False
+        holds_message = bool(value) and all(
+            isinstance(item, dict) and not _ENCODED_MESSAGE_KEYS.isdisjoint(item) for item in value
+        )
+    else:
+        return None
+    if not (holds_example or holds_message):
+        return None
+    what = "a whole example" if holds_example else "messages"
+    return (
+        f"The text holds {what} encoded as JSON: the model is trained on the JSON text, not on the turns.",
+        "Put the turns in the example itself (messages or contents), not in a JSON string inside a "
+        "field, unless the model should really learn to write such JSON.",
+    )
 
 
 TurnProblem = tuple[str, str, str, str]  # code, message, remedy, field
@@ -216,6 +269,10 @@ class Example:
                 "Give plain text: the trainer applies the model's chat template itself.",
                 field,
             )
+        if value[0] in JSON_TEXT_FIRST_CHARS and _JSON_TEXT_HEAD.match(value):
+            encoded = describe_json_in_text(value)
+            if encoded is not None:
+                self.warning("double_encoded_json", *encoded, field)
         return value
 
     def check_role(self, role: object, key: str, field: str) -> str | None:
@@ -343,6 +400,7 @@ def check_chat(example: dict[str, object], ex: Example) -> None:  # noqa: PLR091
                 and len(content) > 4
                 and "<" not in content
                 and not content.isspace()
+                and not (content[0] in JSON_TEXT_FIRST_CHARS and _JSON_TEXT_HEAD.match(content))
             ):
                 roles.append((index, role))
                 (ex.outputs if role == "assistant" else ex.inputs).append(content)
@@ -571,12 +629,12 @@ def plain_examples_check(rules: FormatRules, count: Callable[[str], int], limit:
 
     A plain example is one the full check (`check_chat`, `check_prompt_completion`) would pass
     without a single error or warning: exactly the known keys, known roles in a valid turn order,
-    texts that are strings of more than 4 characters with no "<" and not only whitespace (so
-    neither the missing-value nor the control-token warning can apply), and no output over the
-    model's output limit, at most `limit` tokens in all. For such an example the check returns
-    its token count; for anything else -1, and the caller runs the full check, which explains
-    what is wrong. So the fast path decides nothing on its own: it only skips the full check
-    where that check has nothing to say.
+    texts that are strings of more than 4 characters with no "<", not only whitespace and with no
+    JSON encoded inside (so neither the missing-value, the control-token nor the double-encoding
+    warning can apply), and no output over the model's output limit, at most `limit` tokens in all.
+    For such an example the check returns its token count; for anything else -1, and the caller
+    runs the full check, which explains what is wrong. So the fast path decides nothing on its
+    own: it only skips the full check where that check has nothing to say.
     Written as closures over plain locals: this runs once per line of a 1 GB file.
     """
     # No output limit: a bound no text reaches, so the loop compares without a None test.
@@ -584,6 +642,12 @@ def plain_examples_check(rules: FormatRules, count: Callable[[str], int], limit:
     estimating = count is estimate_tokens
     turn_roles = rules.turn_roles
     turn_orders: dict[tuple[str, ...], bool] = {}
+    json_first = JSON_TEXT_FIRST_CHARS
+    json_head = _JSON_TEXT_HEAD.match
+
+    def holds_encoded_json(text: str) -> bool:
+        # Called only for a text starting like JSON: one regex match, a parse only on its heads.
+        return json_head(text) is not None and describe_json_in_text(text) is not None
 
     def turn_order_ok(roles: tuple[str, ...]) -> bool:
         ok = (
@@ -612,7 +676,12 @@ def plain_examples_check(rules: FormatRules, count: Callable[[str], int], limit:
                 if type(content) is not str or len(message) != 2:
                     return -1
                 size = len(content)
-                if size <= 4 or "<" in content or content.isspace():
+                if (
+                    size <= 4
+                    or "<" in content
+                    or content.isspace()
+                    or (content[0] in json_first and holds_encoded_json(content))
+                ):
                     return -1
                 role = message["role"]
                 tokens = (size + 3) >> 2 if inline else count(content)
@@ -645,6 +714,8 @@ def plain_examples_check(rules: FormatRules, count: Callable[[str], int], limit:
             or "<" in completion
             or prompt.isspace()
             or completion.isspace()
+            or (prompt[0] in json_first and holds_encoded_json(prompt))
+            or (completion[0] in json_first and holds_encoded_json(completion))
         ):
             return -1
         if ascii_only and estimating:

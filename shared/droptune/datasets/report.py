@@ -89,8 +89,9 @@ class IssueLog:
             self.warnings.append(Issue(Severity.WARNING, code, message, remedy, line, field, self.dataset))
 
 
-# Problems of the whole file's encoding or shape: list the first, count the rest.
-ONCE_CODES = frozenset({"not_utf8", "blank_line", "lone_cr_line_ending", "utf8_bom"})
+# Problems of the whole file's encoding or shape, and of how it was exported (JSON encoded twice
+# is one export step, seen on every line): list the first, count the rest.
+ONCE_CODES = frozenset({"not_utf8", "blank_line", "lone_cr_line_ending", "utf8_bom", "double_encoded_json"})
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,23 @@ class Counts:
     dropped: int = 0  # valid text-only examples the service filters out (M1.4)
     errors: int = 0  # issues, not examples: one example can have several
     warnings: int = 0
+
+
+# No source droptune follows states a price (SPEC, seeds): the report gives what is billed and where
+# the price is, never an amount of money.
+PRICING_URL = "https://cloud.google.com/vertex-ai/generative-ai/pricing"
+
+
+@dataclass(frozen=True)
+class CostEstimate:
+    """What a tuning job of this dataset is billed on (M1.12); no price, as none is documented."""
+
+    billable_training_tokens: int | None  # None: the epochs are chosen by the service
+    basis: str  # how the service bills, in one sentence
+    pricing_url: str = PRICING_URL
+
+    def describe(self) -> str:
+        return f"no price estimated (none documented): {self.basis} Prices: {self.pricing_url}"
 
 
 @dataclass(frozen=True)
@@ -120,6 +138,7 @@ class TokenStats:
     epochs: float | None  # None: unknown until the service picks it
     epochs_basis: str  # "option", or "train_steps × batch size / examples" for PaLM
     billable_training_tokens: int | None  # total_tokens × epochs
+    cost: CostEstimate | None = None
 
 
 @dataclass(frozen=True)
@@ -188,6 +207,7 @@ class DatasetReport:
             lines.append(
                 f"tokens: {self.tokens.total_tokens} ({self.tokens.method})"
                 + (f"; billable training tokens: {billable}" if billable is not None else "")
+                + (f"; cost: {self.tokens.cost.describe()}" if self.tokens.cost is not None else "")
             )
         lines.extend(issue.describe() for issue in self.errors[:max_issues])
         hidden = self.error_total - min(len(self.errors), max_issues)

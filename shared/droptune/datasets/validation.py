@@ -6,7 +6,7 @@ a gs:// image checker. Nothing here reads the environment or opens a network con
 """
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -25,6 +25,7 @@ from droptune.datasets.options import TuningOptions
 from droptune.datasets.reading import MAX_LINE_BYTES, LineReader, sniff_content
 from droptune.datasets.report import (
     DEFAULT_LISTED_ISSUES,
+    CostEstimate,
     Counts,
     DatasetReport,
     DatasetRole,
@@ -38,6 +39,12 @@ GCS_CHECK_BATCH = 1000
 # Google's open-model data guide: the validation set "must be no more than 25% of the training
 # dataset size" (vertex-ai-samples, open-model data_prep.md).
 MAX_VALIDATION_SHARE = 0.25
+# The documented maximum size of a training file (malformed case 27), per model family.
+# translation-llm-002: "Max training file: 1 GB JSONL" on its prepare-data page (catalog's
+# SEED_TRANSLATION, where its 1,000-token and 1,024-example limits come from), read as 10^9 bytes,
+# the stricter reading of "GB". Neither the open-model seeds (SPEC M1) nor PaLM's (M3) state a size
+# limit, so none is enforced for them; Gemini's 1 GB is moot, as droptune tunes no Gemini model.
+MAX_TRAINING_FILE_BYTES: Mapping[ModelFamily, int] = {ModelFamily.TRANSLATION: 10**9}
 
 
 def _reject_constant(name: str) -> object:
@@ -345,13 +352,12 @@ def _no_fast_path(example: object, ascii_only: bool) -> int:
 # file's format has a fast path, checked by it (checks.PlainExamples). Any line the fast path
 # does not vouch for takes the full check, so both paths give the same report.
 def _scan_file(  # noqa: PLR0912, PLR0915
-    stream: BinaryIO,
+    reader: LineReader,
     scan: _Scan,
     tokens: _TokenRules,
     options: TuningOptions,
     expected_format: DatasetFormat | None,
 ) -> None:
-    reader = LineReader(stream)
     problem = sniff_content(reader.head)
     if problem is not None:
         scan.log.add_error(problem.code, problem.message, problem.remedy, line=1)
@@ -503,6 +509,29 @@ def _report_file_shape(scan: _Scan, reader: LineReader) -> None:
         )
 
 
+def _report_too_large(scan: _Scan, size: int, limit: int) -> None:
+    scan.log.add_error(
+        "file_too_large",
+        f"The training file is {size:,} bytes ({size / 1e9:.2f} GB), over the {limit / 1e9:g} GB "
+        f"({limit:,} bytes) limit of {scan.spec.model_id} training files.",
+        f"Split it into files under {limit / 1e9:g} GB that keep lines whole (e.g. split -C 900M "
+        "train.jsonl part-) and tune on one, or remove examples.",
+    )
+
+
+def _cost(spec: ModelSpec, billable_training_tokens: int | None) -> CostEstimate:
+    if spec.family is ModelFamily.OPEN_MODEL:
+        basis = "Vertex AI bills tuning per training token: tokens in the training set × epochs (M1.12)."
+    else:
+        basis = (
+            "Vertex AI bills open-model tuning per training token, tokens in the training set × epochs "
+            f"(M1.12); droptune's sources do not say how {spec.model_id} is billed."
+        )
+    if billable_training_tokens is None:
+        basis += " The service chooses the epochs: multiply the training tokens by them."
+    return CostEstimate(billable_training_tokens, basis)
+
+
 def _check_images(
     scans: Sequence[_Scan], checker: GcsImageChecker | None, dataset_bucket: str | None
 ) -> None:
@@ -647,11 +676,15 @@ def validate_dataset(
     validation_stream: BinaryIO | None = None,
     validation_source_name: str | None = None,
     listed_issues: int = DEFAULT_LISTED_ISSUES,
+    size_bytes: int | None = None,
 ) -> DatasetReport:
     """Validate a training set (and its optional validation set) for `options.base_model`.
 
     The report is valid only when there are no errors in either file. `check_gcs_images` is
     called once per batch of distinct gs:// image URIs after the files have streamed by.
+    `size_bytes`, the training file's size where the caller knows it (a storage object's size),
+    rejects a file over its model's size limit without reading it; otherwise the limit is checked
+    on the bytes read.
     """
     spec = options.model
     method = exact_method(tokenizer_name or "the model's tokenizer") if count_tokens else ESTIMATE_METHOD
@@ -659,7 +692,15 @@ def validate_dataset(
     training = _Scan(
         DatasetRole.TRAINING, source_name, spec, IssueLog(DatasetRole.TRAINING, listed=listed_issues)
     )
-    _scan_file(stream, training, tokens, options, None)
+    size_limit = MAX_TRAINING_FILE_BYTES.get(spec.family)
+    if size_limit is not None and size_bytes is not None and size_bytes > size_limit:
+        _report_too_large(training, size_bytes, size_limit)
+        training.fatal = True  # not read at all: no counts, and no checks that need them
+    else:
+        reader = LineReader(stream)
+        _scan_file(reader, training, tokens, options, None)
+        if size_limit is not None and not training.fatal and reader.facts.bytes_read > size_limit:
+            _report_too_large(training, reader.facts.bytes_read, size_limit)
     scans = [training]
     validation = None
     if validation_stream is not None:
@@ -669,7 +710,7 @@ def validate_dataset(
             spec,
             IssueLog(DatasetRole.VALIDATION, listed=listed_issues),
         )
-        _scan_file(validation_stream, validation, tokens, options, training.format)
+        _scan_file(LineReader(validation_stream), validation, tokens, options, training.format)
         scans.append(validation)
     _check_images(scans, check_gcs_images, bucket_of(source_name))
     if not training.fatal:
@@ -677,6 +718,8 @@ def validate_dataset(
 
     epochs, basis = _epochs(training, options)
     trained_tokens = training.trained_tokens
+    # M1.12: training tokens = tokens in the training set × epochs.
+    billable = round(trained_tokens * epochs) if epochs is not None else None
     token_stats = TokenStats(
         method=method.description,
         exact=method.exact,
@@ -688,8 +731,8 @@ def validate_dataset(
         limit_per_example=spec.max_example_tokens,
         epochs=round(epochs, 3) if epochs is not None else None,
         epochs_basis=basis,
-        # M1.12: training tokens = tokens in the training set × epochs.
-        billable_training_tokens=round(trained_tokens * epochs) if epochs is not None else None,
+        billable_training_tokens=billable,
+        cost=_cost(spec, billable),
     )
     errors = tuple(training.log.errors) + (tuple(validation.log.errors) if validation else ())
     warnings = tuple(training.log.warnings) + (tuple(validation.log.warnings) if validation else ())

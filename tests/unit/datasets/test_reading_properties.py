@@ -150,9 +150,9 @@ def test_an_invalid_byte_anywhere_is_one_error_with_its_line_and_offset(
     assert report.training.counts.valid == lines - 1
 
 
-# Texts around the fast path's edges: short, blank, "<", missing values, non-ASCII, long, and
-# values that are not strings. Mostly good texts, so that whole examples often pass every check
-# but one: those are the cases where the fast path must step aside.
+# Texts around the fast path's edges: short, blank, "<", missing values, non-ASCII, long, JSON
+# inside a text, and values that are not strings. Mostly good texts, so that whole examples often
+# pass every check but one: those are the cases where the fast path must step aside.
 GOOD_TEXTS = st.sampled_from(["Hello there", "Paris is the capital.", "ünïcödé text", "日本語のテキストです"])
 EDGE_TEXTS = st.one_of(
     st.sampled_from(
@@ -167,6 +167,10 @@ EDGE_TEXTS = st.one_of(
             "\t\n  \u3000",
             "y " * 2_500,
             "z " * 20_000,
+            # JSON inside a text (malformed case 24): encoded twice, a conversation, plain JSON.
+            '"{\\"a\\": 1}"',
+            ' [{"role": "user", "content": "hi"}]',
+            '{"city": "Paris"}',
             None,
             3,
             [{"type": "text", "text": "part text"}],
