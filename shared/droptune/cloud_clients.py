@@ -29,8 +29,13 @@ def storage_client(settings: Settings) -> storage.Client:
     from google.cloud import storage  # type: ignore[attr-defined, unused-ignore]
 
     if settings.storage_emulator_host:
-        # The client reads STORAGE_EMULATOR_HOST itself; the credentials must not go looking for ADC.
-        return storage.Client(project=settings.project, credentials=_anonymous_credentials())
+        # The endpoint comes from the settings, not from whatever STORAGE_EMULATOR_HOST the process
+        # holds at the moment the client is made; the credentials must not go looking for ADC.
+        return storage.Client(
+            project=settings.project,
+            credentials=_anonymous_credentials(),
+            client_options={"api_endpoint": settings.storage_emulator_host},
+        )
     return storage.Client(project=settings.project)
 
 

@@ -242,7 +242,8 @@ def test_a_palm_dataset_is_converted_and_tuned_on_the_successor_when_the_policy_
     from droptune.settings import Settings
 
     settings = dataclasses.replace(
-        Settings.from_environ(os.environ),
+        # The stack's own variables: other fixtures may point this process's at other emulators.
+        Settings.from_environ({**os.environ, **stack.environment()}),
         retired_models="convert",
         deploy_policy="never",
         watch_prefix="palm-convert/",
