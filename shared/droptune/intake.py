@@ -12,6 +12,7 @@ publishes nothing (issue 3 §8).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import Mapping, Sequence
@@ -224,16 +225,7 @@ class Intake:
 
         validation_blob, validation_uri = self._validation_set(bucket, obj, options)
         try:
-            with blob.open(
-                "rb", chunk_size=READ_CHUNK_BYTES, timeout=self.settings.api_timeout_seconds
-            ) as stream:
-                if validation_blob is not None:
-                    with validation_blob.open(
-                        "rb", chunk_size=READ_CHUNK_BYTES, timeout=self.settings.api_timeout_seconds
-                    ) as validation_stream:
-                        report = self._run_validation(stream, obj, options, validation_stream, validation_uri)
-                else:
-                    report = self._run_validation(stream, obj, options, None, None)
+            report = self._validate_blobs(blob, validation_blob, obj, options, validation_uri)
         except NotFound:
             # Overwritten or deleted since the notification: the newer generation has its own event.
             reason = f"generation {obj.generation} no longer exists"
@@ -254,7 +246,21 @@ class Intake:
         policy = RetiredModelPolicy(self.settings.retired_models)
         if report.valid and options.model.retired and policy is RetiredModelPolicy.CONVERT:
             return self._tune_the_successor(obj, dataset_id, options, report, manifest, validation_uri)
-        report_uri = self._write_report(self.storage.bucket(obj.bucket), obj, report.to_json())
+        return self._report_and_finish(obj, dataset_id, options, report, validation_uri)
+
+    def _report_and_finish(  # noqa: PLR0917 - internal
+        self,
+        obj: StorageObject,
+        dataset_id: str,
+        options: TuningOptions,
+        report: DatasetReport,
+        validation_uri: str | None,
+        conversion: Mapping[str, Any] | None = None,
+    ) -> IntakeResult:
+        document = report.to_dict() | ({"converted_from": dict(conversion)} if conversion else {})
+        report_uri = self._write_report(
+            self.storage.bucket(obj.bucket), obj, json.dumps(document, indent=2, ensure_ascii=True)
+        )
         if not report.valid:
             return self._finish_rejected(obj, dataset_id, report_uri, report.to_dict(), report.summary())
         return self._finish_validated(
@@ -264,7 +270,31 @@ class Intake:
             report=report,
             report_uri=report_uri,
             validation_uri=validation_uri,
+            conversion=conversion,
         )
+
+    def _validate_blobs(
+        self,
+        blob: Any,
+        validation_blob: Any | None,
+        obj: StorageObject,
+        options: TuningOptions,
+        validation_uri: str | None,
+    ) -> DatasetReport:
+        with contextlib.ExitStack() as files:
+            stream = files.enter_context(
+                blob.open("rb", chunk_size=READ_CHUNK_BYTES, timeout=self.settings.api_timeout_seconds)
+            )
+            validation_stream = (
+                files.enter_context(
+                    validation_blob.open(
+                        "rb", chunk_size=READ_CHUNK_BYTES, timeout=self.settings.api_timeout_seconds
+                    )
+                )
+                if validation_blob is not None
+                else None
+            )
+            return self._run_validation(stream, obj, options, validation_stream, validation_uri)
 
     # --- retired models: convert and tune the successor ---------------------------------------
 
@@ -328,18 +358,13 @@ class Intake:
             f"gs://{obj.bucket}/{converted_validation}" if converted_validation else None
         )
 
-        with bucket.blob(training_name).open(
-            "rb", chunk_size=READ_CHUNK_BYTES, timeout=self.settings.api_timeout_seconds
-        ) as stream:
-            if converted_validation is None:
-                report = self._run_validation(stream, obj, options, None, None)
-            else:
-                with bucket.blob(converted_validation).open(
-                    "rb", chunk_size=READ_CHUNK_BYTES, timeout=self.settings.api_timeout_seconds
-                ) as validation_stream:
-                    report = self._run_validation(
-                        stream, obj, options, validation_stream, converted_validation_uri
-                    )
+        report = self._validate_blobs(
+            bucket.blob(training_name),
+            bucket.blob(converted_validation) if converted_validation else None,
+            obj,
+            options,
+            converted_validation_uri,
+        )
         conversion = {
             "retired_model": retired,
             "successor": successor,
@@ -352,26 +377,11 @@ class Intake:
                 "warning_total": palm_report.warning_total,
             },
         }
-        report_uri = self._write_report(
-            bucket,
-            obj,
-            json.dumps(report.to_dict() | {"converted_from": conversion}, indent=2, ensure_ascii=True),
-        )
         log.info(
             "retired model converted",
             extra=log_fields(object=obj.uri, **{k: v for k, v in conversion.items() if isinstance(v, str)}),
         )
-        if not report.valid:
-            return self._finish_rejected(obj, dataset_id, report_uri, report.to_dict(), report.summary())
-        return self._finish_validated(
-            obj,
-            dataset_id=dataset_id,
-            options=options,
-            report=report,
-            report_uri=report_uri,
-            validation_uri=converted_validation_uri,
-            conversion=conversion,
-        )
+        return self._report_and_finish(obj, dataset_id, options, report, converted_validation_uri, conversion)
 
     def _convert(
         self, source_uri: str, source: Any, bucket: Any, name: str, palm_options: TuningOptions
