@@ -100,8 +100,8 @@ class Router:
             with self.lock:
                 return self.service.delete_endpoint(name)
         if method == "POST" and action == "cancel" and collection in JOB_COLLECTIONS:
-            with self.lock:
-                return self.service.cancel_job(name)
+            # Not under the lock: cancel_job takes it itself and releases it while it waits for the worker.
+            return self.service.cancel_job(name)
         if method == "POST" and collection == ENDPOINTS:
             if action in ("undeploy", "undeployModel"):
                 with self.lock:

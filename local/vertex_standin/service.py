@@ -1,8 +1,9 @@
 """What the stand-in does behind its HTTP routes: jobs, their workers, deployments, operations.
 
 A background loop (one thread) starts queued workers, reads their progress into the job
-resources, finishes jobs whose worker ended and completes deploy operations whose serving worker
-is ready. Request handlers only read and write the store, so none of them ever waits on training.
+resources, finishes jobs whose worker ended (cancelled ones included) and completes deploy
+operations whose serving worker is ready. Request handlers only read and write the store (a
+cancel waits a moment for its worker, holding no lock), so none of them ever waits on training.
 """
 
 from __future__ import annotations
@@ -58,8 +59,10 @@ JOB_COLLECTIONS = (TUNING_JOBS, PIPELINE_JOBS)
 
 PALM_TEMPLATES = ("tune-large-model", "tune-large-chat-model")
 WORKER_STOP_GRACE_S = 3.0
+CANCEL_WAIT_S = 2.0  # how long a cancel request waits for its worker to exit (holding no lock)
 PREDICT_TIMEOUT_S = 600.0
 DEFAULT_PAGE_SIZE = 100
+RESTARTED_MESSAGE = "The Vertex AI stand-in restarted while this job was running; create the job again."
 _TERMS = re.compile(r'^\s*([A-Za-z0-9_.-]+)\s*(!=|=)\s*"?([^"]*)"?\s*$')
 
 
@@ -110,6 +113,8 @@ class StandinService:
         self.settings = settings
         self.store = ResourceStore(settings.state_dir / "resources")
         self._workers: dict[str, subprocess.Popen[bytes]] = {}
+        # When a cancelled job's worker, signalled to stop, is killed if it has not ended.
+        self._kill_after: dict[str, float] = {}
         # Held by every request that changes jobs and by the scheduler tick, so a cancel can never
         # interleave with the tick that starts the same job.
         self.lock = threading.RLock()
@@ -139,22 +144,11 @@ class StandinService:
                 logger.exception("scheduler tick failed")
 
     def _recover_after_restart(self) -> None:
-        # Workers do not outlive the server that started them: a job that was running is failed
-        # with a clear message (its worker is ended), a job never started is started as usual,
-        # and deployed endpoints are loaded again.
-        for collection in JOB_COLLECTIONS:
-            for stored in self.store.all(collection):
-                if _job_state(stored) in (JobState.RUNNING, JobState.CANCELLING):
-                    _end_orphan(stored.internal.get("pid"))
-                    self._finish_job(
-                        stored,
-                        JobState.FAILED,
-                        rpc_status(
-                            10,
-                            "The Vertex AI stand-in restarted while this job was running; "
-                            "create the job again.",
-                        ),
-                    )
+        # Workers do not outlive the server that started them. Deployed endpoints are loaded
+        # again (first, so that an endpoint a recovered job creates below is not started twice).
+        # A job whose worker wrote its outcome before the restart ends as that outcome says; a
+        # job still running is failed with a clear message (its worker is ended); a cancelled job
+        # is cancelled; a job never started is started as usual.
         for endpoint in self.store.all(ENDPOINTS):
             _end_orphan(endpoint.internal.get("pid"))
             if endpoint.internal.get("artifact_uri") and endpoint.internal.get("status") in (
@@ -162,6 +156,23 @@ class StandinService:
                 "ready",
             ):
                 self._start_serving(endpoint)
+        for collection in JOB_COLLECTIONS:
+            for stored in self.store.all(collection):
+                state = _job_state(stored)
+                if state not in (JobState.RUNNING, JobState.CANCELLING):
+                    continue
+                _end_orphan(stored.internal.get("pid"))  # before reading the outcome: no late write
+                if state == JobState.CANCELLING:
+                    self._finish_job(stored, JobState.CANCELLED, rpc_status(1, "CANCELED"))
+                    continue
+                work = Path(stored.internal["work_dir"])
+                self._read_progress(stored, work)
+                outcome = _read_json(work / "outcome.json")
+                current = self.store.get(stored.collection, stored.resource_id) or stored
+                if outcome is not None:
+                    self._end_with_outcome(current, outcome)
+                    continue
+                self._finish_job(current, JobState.FAILED, rpc_status(10, RESTARTED_MESSAGE))
 
     # --- tuning jobs ----------------------------------------------------------------------
 
@@ -234,15 +245,55 @@ class StandinService:
         return answer
 
     def cancel_job(self, name: ParsedName) -> dict[str, Any]:
+        """Signal the job's worker; answer once it has exited (the job CANCELLED), or after
+        CANCEL_WAIT_S with the job CANCELLING, which the scheduler ends (`_follow_cancel`).
+
+        Takes the lock itself, and not while it waits, so other requests are answered meanwhile.
+        """
+        with self.lock:
+            process = self._begin_cancel(name)
+        if process is None:
+            return {}
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=CANCEL_WAIT_S)
+        with self.lock:
+            stored = self.store.get(name.collection, name.resource_id)
+            if stored is not None and _job_state(stored) == JobState.CANCELLING:
+                self._follow_cancel(stored)
+        return {}
+
+    def _begin_cancel(self, name: ParsedName) -> subprocess.Popen[bytes] | None:
+        """Cancel a job without a live worker at once; else signal the worker, mark the job
+        CANCELLING and return the worker to wait for."""
         stored = self.store.require(name.collection, name.resource_id, name.name)
         state = _job_state(stored)
         if state in TERMINAL_STATES:
             raise ApiError(
                 9, f"Job {name.name} is in state {stored.resource['state']} and cannot be cancelled."
             )
-        self._stop_worker(name.resource_id)
-        self._finish_job(stored, JobState.CANCELLED, rpc_status(1, "CANCELED"))
-        return {}
+        if state == JobState.CANCELLING:
+            return None
+        process = self._workers.get(name.resource_id)
+        if process is None or process.poll() is not None:
+            self._workers.pop(name.resource_id, None)
+            self._finish_job(stored, JobState.CANCELLED, rpc_status(1, "CANCELED"))
+            return None
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        self._kill_after[name.resource_id] = time.monotonic() + WORKER_STOP_GRACE_S
+        now = timestamp()
+        self._update(
+            stored,
+            lambda s: replace(
+                s,
+                resource={
+                    **s.resource,
+                    "state": _state_name(s.collection, JobState.CANCELLING),
+                    "updateTime": now,
+                },
+            ),
+        )
+        return process
 
     # --- pipeline jobs (PaLM tuning templates, M3.4) ----------------------------------------
 
@@ -300,6 +351,8 @@ class StandinService:
                     self._start_job(stored)
                 elif state == JobState.RUNNING:
                     self._follow_job(stored)
+                elif state == JobState.CANCELLING:
+                    self._follow_cancel(stored)
         for endpoint in self.store.all(ENDPOINTS):
             if endpoint.internal.get("status") == "loading":
                 self._follow_serving(endpoint)
@@ -446,11 +499,14 @@ class StandinService:
             torch_threads=settings.torch_threads,
         )
 
-    def _follow_job(self, stored: StoredResource) -> None:
-        work = Path(stored.internal["work_dir"])
+    def _read_progress(self, stored: StoredResource, work: Path) -> None:
         progress = _read_json(work / "progress.json")
         if progress is not None:
             self._update(stored, lambda s: replace(s, resource=_with_progress(s.resource, progress)))
+
+    def _follow_job(self, stored: StoredResource) -> None:
+        work = Path(stored.internal["work_dir"])
+        self._read_progress(stored, work)
         process = self._workers.get(stored.resource_id)
         if process is None or process.poll() is None:
             return
@@ -469,12 +525,29 @@ class StandinService:
                 )
             )
             self._finish_job(current, JobState.FAILED, rpc_status(13, INTERNAL_ERROR_MESSAGE))
-        elif not outcome["ok"]:
-            self._finish_job(
-                current, JobState.FAILED, rpc_status(int(outcome["code"]), str(outcome["message"]))
-            )
         else:
-            self._succeed_job(current, outcome)
+            self._end_with_outcome(current, outcome)
+
+    def _end_with_outcome(self, stored: StoredResource, outcome: dict[str, Any]) -> None:
+        """End a job as the outcome file its worker wrote says."""
+        if outcome["ok"]:
+            self._succeed_job(stored, outcome)
+        else:
+            self._finish_job(
+                stored, JobState.FAILED, rpc_status(int(outcome["code"]), str(outcome["message"]))
+            )
+
+    def _follow_cancel(self, stored: StoredResource) -> None:
+        process = self._workers.get(stored.resource_id)
+        if process is not None and process.poll() is None:
+            if time.monotonic() >= self._kill_after.get(stored.resource_id, 0.0):
+                # The worker outlived its grace after SIGTERM (stuck in a kernel, say): kill it.
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+            return
+        self._workers.pop(stored.resource_id, None)
+        self._kill_after.pop(stored.resource_id, None)
+        self._finish_job(stored, JobState.CANCELLED, rpc_status(1, "CANCELED"))
 
     def _succeed_job(self, stored: StoredResource, outcome: dict[str, Any]) -> None:
         parent = stored.resource["name"].rsplit(f"/{stored.collection}/", 1)[0]

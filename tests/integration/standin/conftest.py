@@ -118,15 +118,32 @@ class StandinServer:
     process: subprocess.Popen[bytes]
     log: Path
 
-    def stored_internal(self, collection: str, resource_name: str) -> dict[str, Any]:
-        """What the stand-in keeps beside a resource (its worker's pid), for crash simulation."""
-        document = json.loads(
+    def stored(self, collection: str, resource_name: str) -> dict[str, Any]:
+        """The stand-in's state file of a resource (`resource` and `internal`), for crash simulation."""
+        document: dict[str, Any] = json.loads(
             (
                 self.state_dir / "resources" / collection / f"{resource_name.rsplit('/', 1)[-1]}.json"
             ).read_text()
         )
-        internal: dict[str, Any] = document["internal"]
+        return document
+
+    def stored_internal(self, collection: str, resource_name: str) -> dict[str, Any]:
+        """What the stand-in keeps beside a resource (its worker's pid), for crash simulation."""
+        internal: dict[str, Any] = self.stored(collection, resource_name)["internal"]
         return internal
+
+    def read_wire_resource(self, resource_name: str) -> dict[str, Any]:
+        """A resource's JSON exactly as the stand-in sends it, for its own `droptune*` fields only.
+
+        Those fields (metrics while a job runs, artifacts, a pipeline's data stats and tuned model)
+        are in no Vertex AI proto, so every SDK's parser drops them; droptune's poller reads them
+        from the raw JSON (`VertexClient.get` in shared/droptune/jobs/vertex_access.py, same API
+        version). Checking that wire JSON is the point here; proto fields are read through an SDK.
+        """
+        response = requests.get(f"{self.url}/v1beta1/{resource_name}", timeout=10)
+        response.raise_for_status()
+        document: dict[str, Any] = response.json()
+        return document
 
 
 def start_standin(state_dir: Path, model_cache: Path, quota: int = 3) -> StandinServer:

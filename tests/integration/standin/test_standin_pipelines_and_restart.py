@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import signal
+from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 from conftest import LOCATION, PROJECT, Datasets, StandinServer, start_standin, wait_for, wait_until_ended
 from google.api_core import exceptions
 
@@ -16,6 +17,17 @@ TEXT_TEMPLATE = "https://us-kfp.pkg.dev/ml-pipeline/large-language-model-pipelin
 CHAT_TEMPLATE = (
     "https://us-kfp.pkg.dev/ml-pipeline/large-language-model-pipelines/tune-large-chat-model/v3.0.0"
 )
+
+
+def _tuning_client(url: str) -> Any:
+    import google.auth.credentials
+    from google.cloud import aiplatform_v1beta1
+
+    return aiplatform_v1beta1.GenAiTuningServiceClient(
+        client_options={"api_endpoint": url},
+        transport="rest",
+        credentials=google.auth.credentials.AnonymousCredentials(),  # type: ignore[no-untyped-call]
+    )
 
 
 def _pipeline_client(url: str) -> Any:
@@ -84,7 +96,9 @@ def test_text_template_trains_for_the_requested_steps(
     assert created.state.name == "PIPELINE_STATE_PENDING"
     job = _wait_for_pipeline(created.name)
     assert job.state.name == "PIPELINE_STATE_SUCCEEDED", job._gca_resource.error
-    raw = requests.get(f"{standin.url}/v1/{created.name}", timeout=10).json()
+    # Pipeline jobs carry data stats, metrics, artifacts and the tuned model in the stand-in's own
+    # fields, which no PipelineJob proto holds: see read_wire_resource.
+    raw = standin.read_wire_resource(created.name)
     # TPU tuning of an 8k model uses batch 24 (M3.5): 12 steps x 24 / 20 examples.
     assert raw["droptuneTuningDataStats"]["tuningStepCount"] == "12"
     assert raw["droptuneTuningDataStats"]["totalBillableTokenCount"] != "0"
@@ -122,9 +136,9 @@ def test_pipeline_cancel_and_list(vertex: str, datasets: Datasets) -> None:
         output="",
     )
     job = aiplatform.PipelineJob.get(created.name)
-    job.cancel()
-    state = aiplatform.PipelineJob.get(created.name).state
-    assert state is not None and state.name == "PIPELINE_STATE_CANCELLED"
+    job.cancel()  # asynchronous, as on Vertex AI: CANCELLING until the worker has exited
+    job = _wait_for_pipeline(created.name)
+    assert job.state.name == "PIPELINE_STATE_CANCELLED"
     listed = _pipeline_client(vertex).list_pipeline_jobs(
         request={"parent": PARENT, "filter": 'state="PIPELINE_STATE_CANCELLED"'}
     )
@@ -141,31 +155,21 @@ def test_pipeline_rejects_other_templates_and_missing_parameters(vertex: str, da
 def test_jobs_survive_a_restart(
     storage_emulator: str, datasets: Datasets, model_cache: Any, tmp_path: Any
 ) -> None:
-    import google.auth.credentials
-    from google.cloud import aiplatform_v1beta1
-
     state = tmp_path / "state"
     first = start_standin(state, model_cache)
-
-    def client(url: str) -> Any:
-        return aiplatform_v1beta1.GenAiTuningServiceClient(
-            client_options={"api_endpoint": url},
-            transport="rest",
-            credentials=google.auth.credentials.AnonymousCredentials(),  # type: ignore[no-untyped-call]
-        )
-
+    first_api = _tuning_client(first.url)
     spec = {
         "training_dataset_uri": datasets.train,
         "hyper_parameters": {"epoch_count": 500},
         "tuning_mode": "TUNING_MODE_FULL",
     }
     try:
-        running = client(first.url).create_tuning_job(
+        running = first_api.create_tuning_job(
             parent=PARENT,
             tuning_job={"base_model": "meta/llama3_1@llama-3.1-8b", "supervised_tuning_spec": spec},
         )
         wait_for(
-            lambda: client(first.url).get_tuning_job(name=running.name).state.name == "JOB_STATE_RUNNING",
+            lambda: first_api.get_tuning_job(name=running.name).state.name == "JOB_STATE_RUNNING",
             30,
             "the job to run",
         )
@@ -173,12 +177,13 @@ def test_jobs_survive_a_restart(
         first.process.terminate()
         first.process.wait(timeout=30)
     second = start_standin(state, model_cache)
+    second_api = _tuning_client(second.url)
     try:
-        after = client(second.url).get_tuning_job(name=running.name)
+        after = second_api.get_tuning_job(name=running.name)
         assert after.state.name == "JOB_STATE_FAILED"
         assert after.error.code == 10 and "restarted" in after.error.message
         assert after.supervised_tuning_spec.training_dataset_uri == datasets.train, "the job's record is kept"
-        fresh = client(second.url).create_tuning_job(
+        fresh = second_api.create_tuning_job(
             parent=PARENT,
             tuning_job={
                 "base_model": "meta/llama3_1@llama-3.1-8b",
@@ -187,10 +192,67 @@ def test_jobs_survive_a_restart(
         )
         assert fresh.name != running.name, "ids keep counting after a restart"
         wait_for(
-            lambda: client(second.url).get_tuning_job(name=fresh.name).state.name == "JOB_STATE_SUCCEEDED",
+            lambda: second_api.get_tuning_job(name=fresh.name).state.name == "JOB_STATE_SUCCEEDED",
             90,
             "the new job to succeed",
         )
+    finally:
+        second.process.terminate()
+        second.process.wait(timeout=30)
+
+
+def test_a_job_whose_worker_finished_before_a_crash_is_recovered_as_succeeded(
+    storage_emulator: str, datasets: Datasets, model_cache: Any, tmp_path: Any
+) -> None:
+    import google.auth.credentials
+    from google.cloud import aiplatform_v1beta1
+
+    state = tmp_path / "state"
+    first = start_standin(state, model_cache)
+    first_api = _tuning_client(first.url)
+    try:
+        job = first_api.create_tuning_job(
+            parent=PARENT,
+            tuning_job={
+                "base_model": "meta/llama3_1@llama-3.1-8b",
+                "supervised_tuning_spec": {
+                    "training_dataset_uri": datasets.train,
+                    "hyper_parameters": {"epoch_count": 1},
+                    "tuning_mode": "TUNING_MODE_FULL",
+                },
+            },
+        )
+        wait_for(
+            lambda: first_api.get_tuning_job(name=job.name).state.name == "JOB_STATE_RUNNING",
+            30,
+            "the job to run",
+        )
+        outcome = Path(first.stored_internal("tuningJobs", job.name)["work_dir"]) / "outcome.json"
+        # The crash falls between the worker's last write and the tick that would read it: the
+        # server is frozen (its worker, in its own session, trains on), then killed.
+        first.process.send_signal(signal.SIGSTOP)
+        assert first.stored("tuningJobs", job.name)["resource"]["state"] == "JOB_STATE_RUNNING", (
+            "the server must freeze before it sees the job end, or this test proves nothing"
+        )
+        wait_for(outcome.exists, 120, "the worker's outcome file")
+    finally:
+        first.process.kill()
+        first.process.wait(timeout=30)
+    second = start_standin(state, model_cache)
+    second_api = _tuning_client(second.url)
+    try:
+        after = second_api.get_tuning_job(name=job.name)
+        assert after.state.name == "JOB_STATE_SUCCEEDED", after.error
+        assert after.tuned_model.model.startswith(f"{PARENT}/models/"), "the tuned model is registered"
+        assert after.tuning_data_stats.supervised_tuning_data_stats.tuning_step_count == 4, (
+            "the worker's last progress is kept: 30 examples, batch 8, 1 epoch"
+        )
+        model = aiplatform_v1beta1.ModelServiceClient(
+            client_options={"api_endpoint": second.url},
+            transport="rest",
+            credentials=google.auth.credentials.AnonymousCredentials(),  # type: ignore[no-untyped-call]
+        ).get_model(name=after.tuned_model.model)
+        assert model.artifact_uri == f"{after.output_uri}/postprocess/node-0/checkpoints/final"
     finally:
         second.process.terminate()
         second.process.wait(timeout=30)

@@ -32,6 +32,25 @@ def tuned_checkpoint(vertex: str, datasets: Datasets) -> str:
 
 
 @pytest.fixture(scope="module")
+def lora_checkpoint(vertex: str, datasets: Datasets) -> str:
+    from vertexai.tuning import sft
+
+    output = f"gs://{datasets.train[5:].split('/')[0]}/out/serving-lora"
+    job = wait_until_ended(
+        sft.train(
+            source_model="meta/llama3_1@llama-3.1-8b",
+            train_dataset=datasets.train,
+            tuning_mode="PEFT_ADAPTER",
+            adapter_size=4,
+            epochs=1,
+            output_uri=output,
+        )
+    )
+    assert job.has_succeeded, job.error
+    return f"{output}/postprocess/node-0/checkpoints/final"
+
+
+@pytest.fixture(scope="module")
 def endpoint(tuned_checkpoint: str) -> Any:
     from vertexai.preview import model_garden
 
@@ -82,6 +101,18 @@ def test_predict_with_float_integers_and_raw_response(endpoint: Any) -> None:
         "without raw_response the prompt is echoed"
     )
     assert answer.deployed_model_id
+
+
+def test_temperature_zero_is_greedy_and_temperature_one_samples(endpoint: Any) -> None:
+    from google.cloud import aiplatform
+
+    target = aiplatform.Endpoint(endpoint.resource_name)
+    greedy = {"prompt": "Once upon a time", "max_tokens": 12, "temperature": 0.0, "raw_response": True}
+    first, second = (target.predict(instances=[greedy]).predictions[0] for _ in range(2))
+    assert first == second, "temperature 0 is greedy decoding: one prompt, one answer"
+    sampling = {**greedy, "temperature": 1.0, "top_p": 1.0, "top_k": 1000}
+    tries = target.predict(instances=[sampling] * 6).predictions
+    assert len(set(tries)) > 1, f"temperature 1 samples, so six tries must not all agree: {tries}"
 
 
 def test_predict_rejects_a_bad_instance(endpoint: Any) -> None:
@@ -149,6 +180,31 @@ def test_translation_job_is_deployed_by_the_service(
         model=job.tuned_model_endpoint_name, contents="English: Hello. Spanish:"
     )
     assert response.candidates[0].content.parts is not None
+
+
+def test_a_lora_checkpoint_deploys_and_predicts(lora_checkpoint: str, gcs: Any) -> None:
+    from google.cloud import aiplatform
+    from vertexai.preview import model_garden
+
+    bucket, _, prefix = lora_checkpoint[5:].partition("/")
+    assert gcs.bucket(bucket).blob(f"{prefix}/adapter/adapter_model.safetensors").exists(), (
+        "a PEFT_ADAPTER job's final/ holds its adapter beside the merged weights"
+    )
+    # The deployer's call on the folder it deploys: the job's final checkpoint.
+    target = model_garden.CustomModel(gcs_uri=lora_checkpoint).deploy(
+        machine_type="g2-standard-12", accelerator_type="NVIDIA_L4", accelerator_count=1
+    )
+    try:
+        [deployed] = target.list_models()
+        assert aiplatform.Model(deployed.model).uri == lora_checkpoint
+        answer = target.predict(
+            instances=[{"prompt": "Capital of Peru:", "max_tokens": 8, "temperature": 0.0}]
+        )
+        [prediction] = answer.predictions
+        assert prediction.startswith("Prompt:\nCapital of Peru:\nOutput:\n"), prediction
+    finally:
+        target.undeploy_all()  # a serving worker per endpoint: free it for the tests after
+        target.delete()
 
 
 def test_deploying_a_missing_checkpoint_fails_the_operation(vertex: str) -> None:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import signal
+import time
 from typing import Any
 
 import pytest
-import requests
 from conftest import LOCATION, PROJECT, Datasets, StandinServer, wait_for, wait_until_ended
 from google.api_core import exceptions
 
@@ -19,6 +20,8 @@ PARENT = f"projects/{PROJECT}/locations/{LOCATION}"
 OPEN_MODEL = "meta/llama3_1@llama-3.1-8b"
 TRAIN_METRICS = {"/train_total_loss", "/train_fraction_of_correct_next_step_preds", "/train_num_predictions"}
 EVAL_METRICS = {"/eval_total_loss", "/eval_fraction_of_correct_next_step_preds", "/eval_num_predictions"}
+CANCEL_BOUND_S = 10.0  # issue 4 §7: cancel stops the worker within seconds
+QUICK_ANSWER_S = 1.0  # a GET on the tiny stand-in takes milliseconds; a held lock, seconds
 
 
 def _train(datasets: Datasets, **options: Any) -> Any:
@@ -102,10 +105,8 @@ def test_tensorboard_events_carry_the_seed_metric_names(
 
 
 def test_metrics_are_on_the_job_resource(finished_lora_job: Any, standin: StandinServer) -> None:
-    # No SDK reads droptuneMetrics (the protos drop unknown fields), so the poller reads the raw
-    # resource; this test does the same.
-    raw = requests.get(f"{standin.url}/v1beta1/{finished_lora_job.resource_name}", timeout=10)
-    metrics = raw.json()["droptuneMetrics"]
+    # droptuneMetrics is the stand-in's own field, in no proto: see read_wire_resource.
+    metrics = standin.read_wire_resource(finished_lora_job.resource_name)["droptuneMetrics"]
     assert set(metrics["latest"]) >= TRAIN_METRICS | EVAL_METRICS, metrics["latest"].keys()
     evals = [p for p in metrics["series"] if "/eval_total_loss" in p["values"]]
     assert [p["epoch"] for p in evals] == [1.0, 2.0, 3.0], "validation metrics once per epoch"
@@ -198,7 +199,7 @@ def test_worker_crash_is_an_internal_error(vertex: str, datasets: Datasets, stan
     pid = wait_for(
         lambda: standin.stored_internal("tuningJobs", job.resource_name).get("pid"), 30, "worker pid"
     )
-    wait_for(lambda: job.refresh() or job.state.name == "JOB_STATE_RUNNING", 30, "RUNNING")
+    wait_for(lambda: job.refresh().state.name == "JOB_STATE_RUNNING", 30, "RUNNING")
     os.killpg(pid, signal.SIGKILL)
     wait_until_ended(job, timeout_s=30)
     assert job.state.name == "JOB_STATE_FAILED"
@@ -215,19 +216,53 @@ def test_cancel_stops_the_worker_within_seconds(
     # Metrics are visible while the job runs (M2.5).
     wait_for(
         lambda: (
-            job.refresh()
-            or (
-                job.state.name == "JOB_STATE_RUNNING"
-                and job._gca_resource.tuning_data_stats.supervised_tuning_data_stats.tuning_step_count > 0
-            )
+            job.refresh().state.name == "JOB_STATE_RUNNING"
+            and job._gca_resource.tuning_data_stats.supervised_tuning_data_stats.tuning_step_count > 0
         ),
         60,
         "data stats while running",
     )
+    asked = time.monotonic()
     job.cancel()
-    job.refresh()
-    assert job.state.name == "JOB_STATE_CANCELLED"
-    assert job.has_ended
+    wait_for(lambda: job.refresh().has_ended, 3 * CANCEL_BOUND_S, "the cancelled job to end")
+    took = time.monotonic() - asked
+    assert job.state.name == "JOB_STATE_CANCELLED", job.state
+    assert took < CANCEL_BOUND_S, f"cancelled after {took:.1f} s; expected under {CANCEL_BOUND_S} s"
+    assert (job.error.code, job.error.message) == (1, "CANCELED")
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+
+
+def test_other_requests_are_answered_while_a_cancel_waits_for_a_stuck_worker(
+    vertex: str, datasets: Datasets, standin: StandinServer, finished_lora_job: Any
+) -> None:
+    from vertexai.tuning import sft
+
+    job = _train(datasets, epochs=500)
+    pid = wait_for(
+        lambda: standin.stored_internal("tuningJobs", job.resource_name).get("pid"), 30, "worker pid"
+    )
+    wait_for(lambda: job.refresh().state.name == "JOB_STATE_RUNNING", 30, "RUNNING")
+    # A stopped process ignores SIGTERM until it is continued: a worker that will not stop, which
+    # the stand-in must kill after its grace.
+    os.killpg(pid, signal.SIGSTOP)
+    canceller = sft.SupervisedTuningJob(job.resource_name)
+    asked = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        cancel = pool.submit(canceller.cancel)
+        wait_for(lambda: job.refresh().state.name == "JOB_STATE_CANCELLING", CANCEL_BOUND_S, "CANCELLING")
+        started = time.monotonic()
+        other = sft.SupervisedTuningJob(finished_lora_job.resource_name)  # a GET of another job
+        get_took = time.monotonic() - started
+        cancel_in_flight = not cancel.done()
+        cancel.result(timeout=3 * CANCEL_BOUND_S)
+    assert cancel_in_flight, "the GET must have been answered while the cancel call was waiting"
+    assert get_took < QUICK_ANSWER_S, f"a GET during the cancel took {get_took:.1f} s"
+    assert other.has_succeeded
+    wait_for(lambda: job.refresh().has_ended, 3 * CANCEL_BOUND_S, "the cancelled job to end")
+    took = time.monotonic() - asked
+    assert job.state.name == "JOB_STATE_CANCELLED", job.state
+    assert took < CANCEL_BOUND_S, f"cancelled after {took:.1f} s; expected under {CANCEL_BOUND_S} s"
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
 
@@ -278,16 +313,24 @@ def test_list_rejects_an_unsupported_filter(vertex: str) -> None:
 def test_genai_cancel(vertex: str, datasets: Datasets, genai_client: Any) -> None:
     job = _train(datasets, epochs=500)
     genai_client.tunings.cancel(name=job.resource_name)
-    assert genai_client.tunings.get(name=job.resource_name).state.name == "JOB_STATE_CANCELLED"
+    ended = wait_for(
+        lambda: (j := genai_client.tunings.get(name=job.resource_name)).has_ended and j,
+        CANCEL_BOUND_S,
+        "the cancelled job to end",
+    )
+    assert ended.state.name == "JOB_STATE_CANCELLED"
 
 
 def test_quota_answers_resource_exhausted(vertex: str, datasets: Datasets) -> None:
-    started = []
+    # The fixture's stand-in admits 3 concurrent jobs, and every earlier test waits for its jobs.
+    started: list[Any] = []
     try:
-        with pytest.raises(exceptions.TooManyRequests, match="Concurrent tuning jobs"):
+        with pytest.raises(exceptions.TooManyRequests, match=r"Concurrent tuning jobs.*limit 3"):
             for _ in range(10):
                 started.append(_train(datasets, epochs=500))
-        assert started, "the quota must admit at least one job"
+        assert len(started) == 3, f"the quota of 3 must admit exactly 3 jobs; admitted {len(started)}"
     finally:
         for job in started:
             job.cancel()
+        for job in started:
+            wait_until_ended(job, timeout_s=3 * CANCEL_BOUND_S)  # free the quota for later tests
