@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from stack_support import EventTap
+from stack_support import EventTap, topic_tap
 
 STACK_PROJECT = "droptune-test"
 STACK_BUCKET = "droptune-test-datasets"
@@ -70,7 +70,12 @@ def gcs(stack: Any) -> Any:
     from google.auth.credentials import AnonymousCredentials
     from google.cloud import storage
 
-    return storage.Client(project=stack.project, credentials=AnonymousCredentials())
+    # The endpoint is named: the stand-in's fixtures point STORAGE_EMULATOR_HOST elsewhere.
+    return storage.Client(
+        project=stack.project,
+        credentials=AnonymousCredentials(),
+        client_options={"api_endpoint": stack.endpoint("storage")},
+    )
 
 
 @pytest.fixture(scope="session")
@@ -89,16 +94,5 @@ def firestore_db(stack: Any) -> Any:
 @pytest.fixture
 def events(stack: Any) -> Iterator[EventTap]:
     """Events published from now on, read through a subscription of this test's own."""
-    from google.auth.credentials import AnonymousCredentials
-    from google.cloud import pubsub_v1
-
-    subscriber = pubsub_v1.SubscriberClient(credentials=AnonymousCredentials())
-    path = subscriber.subscription_path(stack.project, f"test-events-{uuid.uuid4().hex[:10]}")
-    subscriber.create_subscription(
-        request={"name": path, "topic": f"projects/{stack.project}/topics/droptune-events"}, timeout=10
-    )
-    try:
-        yield EventTap(subscriber, path)
-    finally:
-        subscriber.delete_subscription(request={"subscription": path}, timeout=10)
-        subscriber.close()
+    with topic_tap(stack.project, "droptune-events") as tap:
+        yield tap

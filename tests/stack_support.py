@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,6 +68,24 @@ class EventTap:
 
         result: dict[str, Any] = wait_for(probe, timeout=timeout, what=f"{event_type} for {match}")
         return result
+
+
+@contextlib.contextmanager
+def topic_tap(project: str, topic: str) -> Iterator[EventTap]:
+    """Messages published on `topic` from now on, through a pull subscription of the caller's own."""
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import pubsub_v1
+
+    subscriber = pubsub_v1.SubscriberClient(credentials=AnonymousCredentials())
+    path = subscriber.subscription_path(project, f"test-{topic}-{uuid.uuid4().hex[:10]}")
+    subscriber.create_subscription(
+        request={"name": path, "topic": f"projects/{project}/topics/{topic}"}, timeout=10
+    )
+    try:
+        yield EventTap(subscriber, path)
+    finally:
+        subscriber.delete_subscription(request={"subscription": path}, timeout=10)
+        subscriber.close()
 
 
 def chat_lines(count: int, *, topic: str = "greeting") -> str:

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 import requests
-from stack_support import EventTap, chat_lines, wait_for
+from stack_support import EventTap, chat_lines, topic_tap, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -127,21 +127,10 @@ def test_a_model_that_cannot_be_served_on_one_l4_is_refused_before_tuning(
 @pytest.fixture
 def tune_requests(stack: Any) -> Iterator[EventTap]:
     """Tune requests published from now on, through a subscription of this test's own."""
-    from google.auth.credentials import AnonymousCredentials
-    from google.cloud import pubsub_v1
-
     from droptune.topology import TUNE_REQUESTS
 
-    subscriber = pubsub_v1.SubscriberClient(credentials=AnonymousCredentials())
-    path = subscriber.subscription_path(stack.project, f"test-tune-{uuid.uuid4().hex[:10]}")
-    subscriber.create_subscription(
-        request={"name": path, "topic": f"projects/{stack.project}/topics/{TUNE_REQUESTS}"}, timeout=10
-    )
-    try:
-        yield EventTap(subscriber, path)
-    finally:
-        subscriber.delete_subscription(request={"subscription": path}, timeout=10)
-        subscriber.close()
+    with topic_tap(stack.project, TUNE_REQUESTS) as tap:
+        yield tap
 
 
 def _redeliver_notification(stack: Any, name: str, message_id: str) -> requests.Response:
