@@ -52,6 +52,15 @@ class JobsWorld:
     settings: Callable[..., Any]
     core: Callable[..., Any]
 
+    def launch(self, text: str, **options: Any) -> str:
+        """A tune request for `text` handed to a launcher of the stack's settings; its job id."""
+        from jobs_support import manual_request
+
+        request = manual_request(self.stack, self.bucket, text, options=options or None)
+        launcher, _ = self.core(self.settings())
+        launcher.handle_request(request)
+        return str(request["job_id"])
+
 
 @pytest.fixture
 def world(  # noqa: PLR0917 - pytest passes fixtures positionally

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from jobs_support import events_of, job_document, manual_request
+from jobs_support import events_of, job_document
 from stack_support import chat_lines, wait_for
 
 pytestmark = pytest.mark.integration
@@ -26,11 +26,8 @@ FINISHED = ("succeeded", "deploying", "deployed", "deploy_failed")
 
 
 def test_three_pollers_ticking_at_once_announce_each_transition_once(world: Any) -> None:
-    stack, bucket, db, events = world.stack, world.bucket, world.db, world.events
-    request = manual_request(stack, bucket, chat_lines(24), options={"epochs": 2})
-    job_id = request["job_id"]
-    launcher, _ = world.core(world.settings())
-    launcher.handle_request(request)
+    db, events = world.db, world.events
+    job_id = world.launch(chat_lines(24), epochs=2)
     # Two pollers of this test's own, besides the stack's, which ticks every second.
     pollers = [world.core(world.settings())[1] for _ in range(2)]
     done = threading.Event()
@@ -87,11 +84,8 @@ def _worker_pid(stack: Any, vertex_job: str) -> int:
 
 
 def test_a_job_that_stops_progressing_is_reported_stalled_and_keeps_running(world: Any) -> None:
-    stack, bucket, db, events = world.stack, world.bucket, world.db, world.events
-    request = manual_request(stack, bucket, chat_lines(200), options={"epochs": 20})
-    job_id = request["job_id"]
-    launcher, _ = world.core(world.settings())
-    launcher.handle_request(request)
+    stack, db, events = world.stack, world.db, world.events
+    job_id = world.launch(chat_lines(200), epochs=20)
     running = wait_for(
         lambda: (d := job_document(db, job_id)) and d["state"] == "running" and d.get("metrics_step") and d,
         timeout=120,

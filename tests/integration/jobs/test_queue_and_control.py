@@ -189,11 +189,8 @@ def test_a_cancel_that_arrives_while_launching_into_a_full_quota_ends_the_job_wi
 def test_cancel_from_the_control_topic_cancels_the_vertex_job_and_records_it(world: Any) -> None:
     from droptune.cloud_clients import PubSubPublisher
 
-    stack, bucket, db, events = world.stack, world.bucket, world.db, world.events
-    request = manual_request(stack, bucket, chat_lines(200), options={"epochs": 20})
-    job_id = request["job_id"]
-    launcher, _poller = world.core(world.settings())
-    launcher.handle_request(request)
+    stack, db, events = world.stack, world.db, world.events
+    job_id = world.launch(chat_lines(200), epochs=20)
     wait_for(lambda: (d := job_document(db, job_id)) and d["state"] == "running", timeout=120, what="running")
     PubSubPublisher(world.settings()).publish_json(
         "job-control", {"command": "cancel", "job_id": job_id}, {"command": "cancel", "job_id": job_id}
