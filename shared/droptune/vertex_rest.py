@@ -9,12 +9,18 @@ the documented JSON of `DeployRequest`, `PredictRequest` and `GenerateContentReq
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Mapping
 from typing import Any
 
 from droptune.settings import Settings
 
 CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
+
+
+# How long removing an endpoint follows one undeploy operation, and how often it asks.
+UNDEPLOY_WAIT_S = 60.0
+OPERATION_POLL_S = 2.0
 
 
 class VertexApiError(RuntimeError):
@@ -128,11 +134,32 @@ class VertexRest:
         return str(parts[0].get("text", ""))
 
     def remove_endpoint(self, endpoint: str) -> None:
-        """Undeploy every model of an endpoint, then delete it: nothing left billing."""
+        """Undeploy every model of an endpoint, then delete it: nothing left billing.
+
+        Undeploying is a long-running operation on Vertex AI, and an endpoint that still holds a
+        model refuses deletion, so each undeploy is followed to its end first (bounded: past the
+        bound a transient error asks the caller to try again later).
+        """
         described = self._call("GET", f"v1/{endpoint}")
         for deployed in described.get("deployedModels") or []:
-            self._call("POST", f"v1/{endpoint}:undeployModel", {"deployedModelId": deployed["id"]})
+            operation = self._call(
+                "POST", f"v1/{endpoint}:undeployModel", {"deployedModelId": deployed["id"]}
+            )
+            self._wait_until_done(operation, UNDEPLOY_WAIT_S)
         self._call("DELETE", f"v1/{endpoint}")
+
+    def _wait_until_done(self, operation: Mapping[str, Any], limit_s: float) -> None:
+        deadline = time.monotonic() + limit_s
+        while not operation.get("done"):
+            if time.monotonic() >= deadline:
+                raise VertexApiError(504, f"{operation.get('name')} was not done after {limit_s:.0f} s")
+            time.sleep(OPERATION_POLL_S)
+            operation = self.get_operation(str(operation["name"]))
+        error = operation.get("error")
+        if error:
+            # google.rpc codes 4, 10, 13, 14 (deadline, aborted, internal, unavailable) may pass.
+            status = 503 if error.get("code") in (4, 10, 13, 14) else 400
+            raise VertexApiError(status, str(error.get("message") or error))
 
 
 def deploy_request(
