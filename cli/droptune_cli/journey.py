@@ -98,9 +98,11 @@ def cmd_upload(args: argparse.Namespace) -> int:
             print(record.get("summary") or f"{record['state'].upper()}: {uri}")
         else:
             stats = record.get("stats") or {}
+            exact = str(stats.get("token_count_method") or "").startswith("exact")
             print(
-                f"VALID: {stats.get('examples')} examples, about {stats.get('total_tokens')} tokens "
-                f"({stats.get('billable_training_tokens')} billable training tokens)"
+                f"VALID: {stats.get('examples')} examples, {'' if exact else 'about '}"
+                f"{stats.get('total_tokens')} tokens ({stats.get('billable_training_tokens')} billable "
+                f"training tokens, {'counted with the model tokenizer' if exact else 'estimated'})"
             )
             print(f"job: {record['job_id']}   follow it with: droptune jobs watch {record['job_id']}")
         print(f"report: {record.get('report_uri')}")
