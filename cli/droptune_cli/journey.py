@@ -102,7 +102,7 @@ def cmd_upload(args: argparse.Namespace) -> int:
             print(
                 f"VALID: {stats.get('examples')} examples, {'' if exact else 'about '}"
                 f"{stats.get('total_tokens')} tokens ({stats.get('billable_training_tokens')} billable "
-                f"training tokens, {'counted with the model tokenizer' if exact else 'estimated'})"
+                f"training tokens, {'exact count' if exact else 'estimated'})"
             )
             print(f"job: {record['job_id']}   follow it with: droptune jobs watch {record['job_id']}")
         print(f"report: {record.get('report_uri')}")
