@@ -207,15 +207,17 @@ def test_file_size_limit_is_checked_on_the_bytes_read_without_a_size_case_27(
     assert codes(report) == ["file_too_large"] and f"{len(data):,} bytes" in report.errors[0].message
 
 
-def test_open_model_validation_set_over_5000_rows_warns_case_28(validate: Validate) -> None:
+def test_open_model_validation_set_of_5000_rows_or_more_warns_case_28(validate: Validate) -> None:
     """Case 28: "Limit validation dataset to less than 5000 rows" (Google's open-model notebook);
     the catalog keeps it a warning for open models."""
-    report = validate(jsonl(*[GOOD_CHAT] * 20_004), validation=jsonl(*[GOOD_CHAT] * 5001))
+    report = validate(jsonl(*[GOOD_CHAT] * 20_000), validation=jsonl(*[GOOD_CHAT] * 5000))
     assert report.valid, report.summary()
     warning = issue_of(report.warnings, "validation_too_large")
-    assert warning.dataset.value == "validation" and "5001 validation examples" in warning.message
-    assert "at most 5000" in warning.remedy
-    assert "validation_share_too_large" not in warning_codes(report), "5001 is 25% of 20,004"
+    assert warning.dataset.value == "validation" and "5000 validation examples" in warning.message
+    assert "at most 4999" in warning.remedy
+    assert "validation_share_too_large" not in warning_codes(report), "5000 is 25% of 20,000"
+    under = validate(jsonl(*[GOOD_CHAT] * 20_000), validation=jsonl(*[GOOD_CHAT] * 4999))
+    assert "validation_too_large" not in warning_codes(under)
 
 
 def test_open_model_validation_set_over_25_percent_of_training_warns_case_28(validate: Validate) -> None:
