@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from droptune.catalog import ModelFamily, ModelSpec
-from droptune.datasets.formats import DatasetFormat
+from droptune.datasets.formats import ACCEPTED_FORMATS, DatasetFormat
 from droptune.datasets.images import SUPPORTED_MIME_TYPES, check_data_url
 from droptune.datasets.report import IssueLog
 from droptune.datasets.tokens import estimate_tokens
@@ -285,7 +285,14 @@ class Example:
             return None
         normalized = role.strip().lower()
         synonyms = [name for name in ROLE_SYNONYMS.get(normalized, ()) if name in rules.turn_roles]
-        if normalized in rules.turn_roles:
+        if rules.format not in ACCEPTED_FORMATS[rules.spec.family]:
+            # The file needs converting anyway (its format error says how); "use X instead"
+            # would point at the spelling of a format this model does not take.
+            hint = (
+                f"Convert the file to a format {rules.spec.model_id} takes, as the format error "
+                "of this file says; the roles follow from that format."
+            )
+        elif normalized in rules.turn_roles:
             hint = f"Write {normalized!r}: {key}s are lowercase, without spaces."
         elif normalized == "system" and rules.format is DatasetFormat.GENERATE_CONTENT:
             hint = 'Move the system text to "systemInstruction": {"parts": [{"text": ...}]}.'

@@ -62,6 +62,11 @@ def test_gemini_1_0_messages_for_translation_names_its_format_case_15(validate: 
     assert "Convert to generate_content" in error.remedy
     assert '"contents": [{"role": "user", "parts": [{"text": "..."}]}' in error.remedy
     assert report.training.errors_by_code["format_not_supported_by_model"] == 1, "reported once per file"
+    # The role check must not contradict the conversion: 'model' is right once it is converted.
+    role_errors = [e for e in report.errors if e.code == "unknown_role"]
+    assert role_errors, "the chat checks still name the role that is wrong for chat data"
+    for role_error in role_errors:
+        assert "instead of 'model'" not in role_error.remedy and "Convert the file" in role_error.remedy
 
 
 @pytest.mark.parametrize(
