@@ -76,3 +76,20 @@ def events_of(events: Any, job_id: str, event_type: str | None = None) -> list[d
         for e in events.drain()
         if e.get("data", {}).get("job_id") == job_id and (event_type is None or e["type"] == event_type)
     ]
+
+
+def wait_until_idle(stack: Any, firestore_db: Any) -> None:
+    """Jobs of earlier tests still running would hold the stand-in's quota or droptune's slots."""
+    from google.cloud.firestore_v1.base_query import FieldFilter
+    from stack_support import wait_for
+
+    def idle() -> bool:
+        busy_in_standin = [
+            j for j in standin_jobs(stack) if not j["state"].endswith(("SUCCEEDED", "FAILED", "CANCELLED"))
+        ]
+        query = firestore_db.collection("jobs").where(
+            filter=FieldFilter("state", "in", ["launching", "running"])
+        )
+        return not busy_in_standin and not list(query.stream())
+
+    wait_for(idle, timeout=300, interval=1, what="the stand-in and droptune's slots to be idle")

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from jobs_support import events_of, job_document, manual_request, standin_jobs
+from jobs_support import events_of, job_document, manual_request, standin_jobs, wait_until_idle
 from stack_support import chat_lines, wait_for
 
 pytestmark = pytest.mark.integration
@@ -104,6 +104,7 @@ def test_a_launcher_killed_between_create_and_record_is_recovered_without_a_seco
 ) -> None:
     stack, datasets_bucket, firestore_db, events = world.stack, world.bucket, world.db, world.events
     job_settings, core = world.settings, world.core
+    wait_until_idle(stack, firestore_db)  # a full slot or quota would hold the job before create
     request = manual_request(stack, datasets_bucket, chat_lines(12))
     job_id = request["job_id"]
     killed = subprocess.run(
@@ -115,7 +116,7 @@ def test_a_launcher_killed_between_create_and_record_is_recovered_without_a_seco
         cwd=REPO,
         check=False,
     )
-    assert killed.returncode == 137, killed.stderr[-2000:]
+    assert killed.returncode == 137, (killed.stderr[-2000:], job_document(firestore_db, job_id))
     created = json.loads(killed.stdout.strip().splitlines()[-1])["created"]
     document = job_document(firestore_db, job_id)
     assert document is not None and document["state"] == "launching", "the dead launcher left it launching"
