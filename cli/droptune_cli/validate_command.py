@@ -23,8 +23,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from droptune.datasets.refused_options import (
+    manifest_issue,
+    option_issues,
+    parse_manifest,
+    refused_options_report,
+)
+
 if TYPE_CHECKING:
-    from droptune.datasets import DatasetReport, OptionProblem, TuningOptions
+    from droptune.datasets import DatasetReport, TuningOptions
     from droptune.datasets.tokens import TokenCounter
     from droptune.settings import Settings
 
@@ -112,23 +119,21 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def _load_tokenizer(given: Path) -> _Tokenizer:
     from droptune.datasets.tokenizer_files import (
-        MAX_TOKENIZER_BYTES,
         TokenizerFileError,
-        find_tokenizer_file,
+        read_tokenizer_file,
         token_counter_from_json,
     )
 
-    path = find_tokenizer_file(given)
-    if path is None:
-        raise UsageError(f"--tokenizer {given}: no such file, and no tokenizer.json in such a folder")
     try:
-        if path.stat().st_size > MAX_TOKENIZER_BYTES:
-            raise UsageError(f"{path} is larger than {MAX_TOKENIZER_BYTES >> 20} MiB: not a tokenizer.json")
-        count = token_counter_from_json(path.read_bytes())
+        found = read_tokenizer_file(given)
+        if found is None:
+            raise UsageError(f"--tokenizer {given}: no such file, and no tokenizer.json in such a folder")
+        path, data = found
+        count = token_counter_from_json(data)
     except OSError as error:
-        raise UsageError(f"cannot read {path}: {error.strerror or error}") from None
+        raise UsageError(f"cannot read {given}: {error.strerror or error}") from None
     except TokenizerFileError as error:
-        raise UsageError(f"{path}: {error}") from None
+        raise UsageError(f"--tokenizer {given}: {error}") from None
     return _Tokenizer(count, str(path))
 
 
@@ -154,16 +159,17 @@ def _resolve(
         for option, flag in METADATA_OPTIONS
         if (value := getattr(args, _dest(flag))) is not None
     }
-    # The validator's defaults (intake.Intake._defaults): the default base model and the region.
-    defaults = {"base_model": settings.default_base_model, "region": settings.region}
     problems: list[dict[str, str | None]] = []
     options: TuningOptions | None = None
     try:
         options = resolve_options(
-            defaults, metadata, manifest, retired_models=RetiredModelPolicy(settings.retired_models)
+            settings.option_defaults,
+            metadata,
+            manifest,
+            retired_models=RetiredModelPolicy(settings.retired_models),
         )
     except OptionsError as error:
-        problems = [_option_issue(problem) for problem in error.problems]
+        problems = option_issues(error.problems, source_of=_cli_source)
     if manifest_problem is not None:
         problems.append(manifest_problem)
     return (None, problems) if problems else (options, [])
@@ -176,33 +182,13 @@ def _read_manifest(training: Path) -> tuple[dict[str, object] | None, dict[str, 
     if not path.is_file():
         return None, None
     try:
-        manifest = json.loads(path.read_bytes())
+        data = path.read_bytes()
     except OSError as error:
         raise UsageError(f"cannot read {path}: {error.strerror or error}") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        return None, _manifest_issue(
-            path, f"{path} is not valid JSON ({error}); write one JSON object of options"
-        )
-    if not isinstance(manifest, dict):
-        return None, _manifest_issue(
-            path, f'{path} must hold one JSON object of options, e.g. {{"epochs": 3}}'
-        )
+    manifest, problem = parse_manifest(data, str(path))
+    if problem is not None:
+        return None, manifest_issue(str(path), problem, "Fix the manifest, then run droptune validate again.")
     return manifest, None
-
-
-def _option_issue(problem: OptionProblem) -> dict[str, str | None]:
-    """One rejected option, in the shape of the validator's report (intake's _reject_options)."""
-    source = _cli_source(problem.source)
-    return {
-        "severity": "error",
-        "code": "invalid_option",
-        "option": problem.option,
-        "source": source,
-        "value": problem.value,
-        "allowed": problem.allowed,
-        "message": problem.message,
-        "remedy": f"Set {problem.option} to one of: {problem.allowed}.",
-    }
 
 
 def _dest(flag: str) -> str:
@@ -218,32 +204,9 @@ def _cli_source(source: str) -> str:
     return source
 
 
-def _manifest_issue(path: Path, message: str) -> dict[str, str | None]:
-    return {
-        "severity": "error",
-        "code": "invalid_manifest",
-        "option": None,
-        "source": str(path),
-        "value": None,
-        "allowed": "a JSON object of option names and values",
-        "message": message,
-        "remedy": "Fix the manifest, then run droptune validate again.",
-    }
-
-
 def _print_option_problems(training: Path, problems: list[dict[str, str | None]], *, as_json: bool) -> int:
     if as_json:
-        from droptune.datasets.report import REPORT_SCHEMA_VERSION
-
-        # The shape of the validator's report of rejected options (intake's _reject_options).
-        report = {
-            "schema_version": REPORT_SCHEMA_VERSION,
-            "verdict": "invalid",
-            "dataset": str(training),
-            "error_total": len(problems),
-            "errors": problems,
-        }
-        print(json.dumps(report, indent=2, ensure_ascii=True))
+        print(json.dumps(refused_options_report(str(training), problems), indent=2, ensure_ascii=True))
     else:
         print(f"INVALID OPTIONS: {training} (the data was not checked; fix these first)")
         for issue in problems:

@@ -104,6 +104,11 @@ def _job_state(stored: StoredResource) -> JobState:
     return JobState(state.replace("PIPELINE_STATE_", "JOB_STATE_"))
 
 
+def _in_state(stored: StoredResource, state: JobState, now: str, **fields: Any) -> dict[str, Any]:
+    """A job resource moved to `state` at `now`, with `fields` beside (startTime, endTime...)."""
+    return {**stored.resource, "state": _state_name(stored.collection, state), "updateTime": now, **fields}
+
+
 def _state_name(collection: str, state: JobState) -> str:
     return str(PIPELINE_STATE_OF_JOB_STATE[state] if collection == PIPELINE_JOBS else state)
 
@@ -284,14 +289,7 @@ class StandinService:
         now = timestamp()
         self._update(
             stored,
-            lambda s: replace(
-                s,
-                resource={
-                    **s.resource,
-                    "state": _state_name(s.collection, JobState.CANCELLING),
-                    "updateTime": now,
-                },
-            ),
+            lambda s: replace(s, resource=_in_state(s, JobState.CANCELLING, now)),
         )
         return process
 
@@ -381,13 +379,13 @@ class StandinService:
             stored,
             lambda s: replace(
                 s,
-                resource={
-                    **s.resource,
-                    "state": _state_name(s.collection, JobState.RUNNING),
-                    "startTime": now,
-                    "updateTime": now,
+                resource=_in_state(
+                    s,
+                    JobState.RUNNING,
+                    now,
+                    startTime=now,
                     **({"outputUri": plan.output_uri} if s.collection == TUNING_JOBS else {}),
-                },
+                ),
                 internal={
                     **s.internal,
                     "pid": process.pid,
@@ -582,12 +580,7 @@ class StandinService:
         now = timestamp()
 
         def finish(s: StoredResource) -> StoredResource:
-            resource = {
-                **s.resource,
-                "state": _state_name(s.collection, state),
-                "endTime": now,
-                "updateTime": now,
-            }
+            resource = _in_state(s, state, now, endTime=now)
             if error is not None:
                 resource["error"] = error
             return replace(s, resource=resource, internal={**s.internal, "pid": None})

@@ -84,10 +84,9 @@ class JobTransitions(Protocol):
         """The job document as stored now; None when there is no such job."""
         ...
 
-    def claim_attempt(self, job_id: str, attempt: int, fields: Mapping[str, Any]) -> dict[str, Any] | None:
-        """Atomically take deploy attempt `attempt` of a deploying job that has recorded neither an
-        operation nor an endpoint and is still at attempt `attempt - 1`; None when another process
-        took it or the job moved on. Returns the document as it was before `fields`."""
+    def claim_attempt(self, job_id: str, attempt: int, fields: Mapping[str, Any]) -> bool:
+        """Atomically write `fields` if deploy attempt `attempt` is still open to take
+        (`attempt_is_open`); False when another process took it or the job moved on."""
         ...
 
     def note_not_deployed(self, job_id: str, reason: str) -> None: ...
@@ -285,13 +284,13 @@ class Deployer:
             attempts + 1,
             {"deployment.attempts": attempts + 1, "deployment.attempt_at": datetime.now(UTC).isoformat()},
         )
-        if claimed is None:
+        if not claimed:
             return "waiting"  # another process took this attempt
         log.warning(
             "no endpoint of the last deploy attempt; deploying again",
             extra=log_fields(attempt=attempts + 1, of=MAX_DEPLOY_ATTEMPTS),
         )
-        return self._deploy(claimed, deployment["shape"], str(checkpoint))
+        return self._deploy(job, deployment["shape"], str(checkpoint))
 
     def _recover_managed(self, job: Mapping[str, Any], attempt_age: float) -> str:
         endpoint = (job.get("tuned_model") or {}).get("endpoint")
@@ -503,6 +502,21 @@ class Deployer:
         return "failed"
 
 
+def attempt_is_open(job: Mapping[str, Any], attempt: int) -> bool:
+    """Deploy attempt `attempt` may be taken: the job is deploying, has recorded neither an
+    operation, an endpoint nor a pending cleanup, and is still at attempt `attempt - 1`."""
+    from droptune.jobs.record import JobState
+
+    deployment = job.get("deployment") or {}
+    return (
+        job.get("state") == JobState.DEPLOYING.value
+        and not deployment.get("operation")
+        and not deployment.get("endpoint")
+        and not deployment.get("cleanup")
+        and int(deployment.get("attempts") or 1) == attempt - 1
+    )
+
+
 def _is_managed(deployment: Mapping[str, Any]) -> bool:
     """Vertex AI deployed it with the tuning job (translation, PaLM): no deploy call of ours."""
     return bool(deployment.get("managed")) or ("shape" in deployment and deployment["shape"] is None)
@@ -642,36 +656,17 @@ class StoreTransitions:
         document: dict[str, Any] | None = self.store.get(job_id)
         return document
 
-    def claim_attempt(self, job_id: str, attempt: int, fields: Mapping[str, Any]) -> dict[str, Any] | None:
-        from google.cloud import firestore
-
+    def claim_attempt(self, job_id: str, attempt: int, fields: Mapping[str, Any]) -> bool:
         from droptune.jobs.record import JobState
-
-        ref = self.store.ref(job_id)
 
         # One transaction: two pollers, or a poller and a redelivery, that both find no endpoint
         # cannot both deploy again (the loser re-reads the attempt count and stops).
-        @firestore.transactional
-        def run(transaction: Any) -> dict[str, Any] | None:
-            snapshot = ref.get(transaction=transaction)
-            self.store.counts.add(reads=1)
-            if not snapshot.exists:
-                return None
-            document: dict[str, Any] = (snapshot.to_dict() or {}) | {"job_id": snapshot.id}
-            deployment = document.get("deployment") or {}
-            if (
-                document.get("state") != JobState.DEPLOYING.value
-                or deployment.get("operation")
-                or deployment.get("endpoint")
-                or deployment.get("cleanup")
-                or int(deployment.get("attempts") or 1) != attempt - 1
-            ):
-                return None
-            transaction.update(ref, dict(fields) | {"updated_at": datetime.now(UTC)})
-            self.store.counts.add(writes=1)
-            return document
-
-        claimed: dict[str, Any] | None = run(self.store.db.transaction())
+        claimed: bool = self.store.update_fields(
+            job_id,
+            fields,
+            expected=JobState.DEPLOYING,
+            precondition=lambda current: attempt_is_open(current, attempt),
+        )
         return claimed
 
     def note_not_deployed(self, job_id: str, reason: str) -> None:

@@ -37,11 +37,18 @@ from droptune.datasets import (
 )
 from droptune.datasets.images import sniff_image_type
 from droptune.datasets.palm_conversion import PALM_ONLY_OPTIONS, convert_palm_dataset
+from droptune.datasets.refused_options import (
+    manifest_issue,
+    option_issues,
+    parse_manifest,
+    refused_options_report,
+    refused_options_summary,
+)
 from droptune.datasets.tokenizer_files import (
     MAX_TOKENIZER_BYTES,
     TOKENIZER_FILE_NAME,
     TokenizerFileError,
-    find_tokenizer_file,
+    read_tokenizer_file,
     token_counter_from_json,
 )
 from droptune.datasets.tokens import TokenCounter
@@ -209,7 +216,7 @@ class Intake:
         manifest, manifest_error = self._read_manifest(bucket, obj.name)
         try:
             options = resolve_options(
-                self._defaults(),
+                self.settings.option_defaults,
                 _droptune_metadata(obj.metadata),
                 manifest,
                 retired_models=RetiredModelPolicy(self.settings.retired_models),
@@ -314,7 +321,7 @@ class Intake:
         successor = str(palm_options.model.successor)
         try:
             options = resolve_options(
-                self._defaults(),
+                self.settings.option_defaults,
                 _droptune_metadata(
                     obj.metadata, drop=PALM_ONLY_OPTIONS | {"base_model", "validation_dataset"}
                 )
@@ -398,28 +405,14 @@ class Intake:
                 reader, writer, source_name=source_uri, default_context=palm_options.default_context
             )
 
-    def _defaults(self) -> dict[str, str]:
-        return {"base_model": self.settings.default_base_model, "region": self.settings.region}
-
     def _read_manifest(self, bucket: Any, object_name: str) -> tuple[dict[str, object] | None, str | None]:
         name = manifest_name(object_name)
         blob = bucket.get_blob(name, timeout=self.settings.api_timeout_seconds)
         if blob is None:
             return None, None
-        text = blob.download_as_bytes(timeout=self.settings.api_timeout_seconds)
-        try:
-            manifest = json.loads(text)
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            return (
-                None,
-                f"gs://{bucket.name}/{name} is not valid JSON ({error}); write one JSON object of options",
-            )
-        if not isinstance(manifest, dict):
-            return (
-                None,
-                f'gs://{bucket.name}/{name} must hold one JSON object of options, e.g. {{"epochs": 3}}',
-            )
-        return manifest, None
+        return parse_manifest(
+            blob.download_as_bytes(timeout=self.settings.api_timeout_seconds), f"gs://{bucket.name}/{name}"
+        )
 
     def _validation_set(
         self, bucket: Any, obj: StorageObject, options: TuningOptions
@@ -485,13 +478,11 @@ class Intake:
 
     def _read_tokenizer(self, where: str) -> bytes | None:
         if not where.startswith("gs://"):
-            path = find_tokenizer_file(Path(where))
-            if path is None:
+            found = read_tokenizer_file(Path(where))
+            if found is None:
                 log.info("no tokenizer file; tokens estimated", extra=log_fields(uri=where))
                 return None
-            if path.stat().st_size > MAX_TOKENIZER_BYTES:
-                raise TokenizerFileError(f"{path} is over {MAX_TOKENIZER_BYTES >> 20} MiB")
-            return path.read_bytes()
+            return found[1]
         bucket_name, _, name = where.removeprefix("gs://").partition("/")
         blob = self.storage.bucket(bucket_name).get_blob(name, timeout=self.settings.api_timeout_seconds)
         if blob is None:
@@ -555,50 +546,34 @@ class Intake:
         *,
         code: str = "invalid_manifest",
     ) -> IntakeResult:
-        issues: list[dict[str, str | None]] = [
-            {
-                "severity": "error",
-                "code": "invalid_option",
-                "option": problem.option,
-                "source": problem.source,
-                "value": problem.value,
-                "allowed": problem.allowed,
-                "message": problem.message,
-                "remedy": f"Set {problem.option} to one of: {problem.allowed}.",
-            }
-            for problem in (error.problems if error else ())
-        ]
-        if manifest_error:
+        issues = option_issues(error.problems if error else ())
+        if manifest_error and code == "unservable_model":
             issues.append(
                 {
                     "severity": "error",
                     "code": code,
-                    "option": "base_model" if code == "unservable_model" else None,
-                    "source": "DROPTUNE_DEPLOY" if code == "unservable_model" else manifest_name(obj.name),
+                    "option": "base_model",
+                    "source": "DROPTUNE_DEPLOY",
                     "value": None,
-                    "allowed": "a model servable on the configured shape"
-                    if code == "unservable_model"
-                    else "a JSON object of option names and values",
+                    "allowed": "a model servable on the configured shape",
                     "message": manifest_error,
-                    "remedy": "Change the base model or the DROPTUNE_DEPLOY setting."
-                    if code == "unservable_model"
-                    else "Fix the manifest, then upload the dataset again.",
+                    "remedy": "Change the base model or the DROPTUNE_DEPLOY setting.",
                 }
             )
-        report = {
-            "schema_version": 1,
-            "verdict": "invalid",
-            "dataset": obj.uri,
-            "error_total": len(issues),
-            "errors": issues,
-        }
+        elif manifest_error:
+            issues.append(
+                manifest_issue(
+                    manifest_name(obj.name),
+                    manifest_error,
+                    "Fix the manifest, then upload the dataset again.",
+                )
+            )
+        report = refused_options_report(obj.uri, issues)
         bucket = self.storage.bucket(obj.bucket)
         report_uri = self._write_report(bucket, obj, json.dumps(report, indent=2, ensure_ascii=True))
-        summary = "\n".join(
-            [f"INVALID OPTIONS: {obj.uri}"]
-            + [f"{i['option'] or i['source']}: {i['message']} Allowed: {i['allowed']}." for i in issues]
+        return self._finish_rejected(
+            obj, dataset_id, report_uri, report, refused_options_summary(obj.uri, issues)
         )
-        return self._finish_rejected(obj, dataset_id, report_uri, report, summary)
 
     def _dataset_document(self, obj: StorageObject, dataset_id: str, report_uri: str) -> dict[str, Any]:
         return {

@@ -151,6 +151,11 @@ class Settings:
         )
 
     @property
+    def option_defaults(self) -> dict[str, str]:
+        """The tuning options an upload gets where neither its metadata nor its manifest sets them."""
+        return {"base_model": self.default_base_model, "region": self.region}
+
+    @property
     def labels(self) -> dict[str, str]:
         """Labels put on every Vertex AI resource droptune creates, besides its own."""
         return dict(self.label_pairs)

@@ -25,6 +25,7 @@ from droptune.deployment import (
     MAX_DEPLOY_ATTEMPTS,
     SMOKE_PROMPT,
     Deployer,
+    attempt_is_open,
     endpoint_display_name,
 )
 from droptune.settings import Settings
@@ -76,19 +77,11 @@ class MemoryJobs:
     def current(self, job_id: str) -> dict[str, Any] | None:
         return copy.deepcopy(self.document)
 
-    def claim_attempt(self, job_id: str, attempt: int, fields: Mapping[str, Any]) -> dict[str, Any] | None:
-        deployment = self.document.get("deployment") or {}
-        if (
-            self.document["state"] != "deploying"
-            or deployment.get("operation")
-            or deployment.get("endpoint")
-            or deployment.get("cleanup")
-            or int(deployment.get("attempts") or 1) != attempt - 1
-        ):
-            return None
-        before = copy.deepcopy(self.document)
+    def claim_attempt(self, job_id: str, attempt: int, fields: Mapping[str, Any]) -> bool:
+        if not attempt_is_open(self.document, attempt):
+            return False
         self._write(fields)
-        return before
+        return True
 
     def note_not_deployed(self, job_id: str, reason: str) -> None:
         self._write({"deployment": {"skipped": reason}})

@@ -115,8 +115,7 @@ PRICING_URL = "https://cloud.google.com/vertex-ai/generative-ai/pricing"
 class CostEstimate:
     """What a tuning job of this dataset is billed on (M1.12); no price, as none is documented."""
 
-    billable_training_tokens: int | None  # None: the epochs are chosen by the service
-    basis: str  # how the service bills, in one sentence
+    basis: str  # how the service bills, in one sentence (the count is TokenStats')
     pricing_url: str = PRICING_URL
 
     def describe(self) -> str:

@@ -31,6 +31,19 @@ def find_tokenizer_file(path: Path) -> Path | None:
     return path if path.is_file() else None
 
 
+def read_tokenizer_file(path: Path) -> tuple[Path, bytes] | None:
+    """The tokenizer.json at `path` (the file itself, or in a model folder) and its bytes; None
+    when there is none. Raises TokenizerFileError, before reading, for a file over the bound."""
+    found = find_tokenizer_file(path)
+    if found is None:
+        return None
+    if found.stat().st_size > MAX_TOKENIZER_BYTES:
+        raise TokenizerFileError(
+            f"{found} is larger than {MAX_TOKENIZER_BYTES >> 20} MiB: not a tokenizer.json"
+        )
+    return found, found.read_bytes()
+
+
 def token_counter_from_json(data: bytes) -> TokenCounter:
     """A counter of the tokens the model sees for a text, without special tokens (BOS/EOS and
     chat-template tokens are the service's to add, and the report says they are not counted)."""

@@ -529,7 +529,7 @@ def _cost(spec: ModelSpec, billable_training_tokens: int | None) -> CostEstimate
         )
     if billable_training_tokens is None:
         basis += " The service chooses the epochs: multiply the training tokens by them."
-    return CostEstimate(billable_training_tokens, basis)
+    return CostEstimate(basis)
 
 
 def _check_images(

@@ -244,17 +244,25 @@ class JobStore:
         fields: Mapping[str, Any],
         *,
         expected: JobState | Iterable[JobState] | None = None,
+        precondition: Callable[[Mapping[str, Any]], bool] | None = None,
     ) -> bool:
-        """Write fields other than the state (metrics, progress); False if the state moved on."""
+        """Write fields other than the state (metrics, progress); False if the state moved on or
+        `precondition`, checked on the current document inside the transaction, fails."""
         from google.cloud import firestore
 
-        if expected is None:
+        if expected is None and precondition is None:
             self.ref(job_id).update(
                 dict(fields) | {"updated_at": self.clock()}, timeout=self.settings.api_timeout_seconds
             )
             self.counts.add(writes=1)
             return True
-        allowed = {expected} if isinstance(expected, JobState) else set(expected)
+        allowed = (
+            set(JobState)
+            if expected is None
+            else {expected}
+            if isinstance(expected, JobState)
+            else set(expected)
+        )
         ref = self.ref(job_id)
 
         @firestore.transactional
@@ -262,6 +270,8 @@ class JobStore:
             snapshot = ref.get(transaction=transaction)
             self.counts.add(reads=1)
             if not snapshot.exists or JobState(snapshot.get("state")) not in allowed:
+                return False
+            if precondition is not None and not precondition(snapshot.to_dict() or {}):
                 return False
             transaction.update(ref, dict(fields) | {"updated_at": self.clock()})
             self.counts.add(writes=1)

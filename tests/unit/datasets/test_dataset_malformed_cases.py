@@ -259,8 +259,9 @@ def test_report_states_what_is_billed_and_where_prices_are_not_a_price_m1_12(val
     report: DatasetReport = validate(
         jsonl({"prompt": "abcd" * 10, "completion": "abcd" * 5}), options={"epochs": "4"}
     )
-    cost = report.to_dict()["tokens"]["cost"]
-    assert cost["billable_training_tokens"] == 60 and cost["pricing_url"] == PRICING_URL
+    tokens = report.to_dict()["tokens"]
+    cost = tokens["cost"]
+    assert tokens["billable_training_tokens"] == 60 and cost["pricing_url"] == PRICING_URL
     assert "per training token" in cost["basis"] and "M1.12" in cost["basis"]
     assert not any(key in json.dumps(cost) for key in ("USD", "$")), cost
     tokens_line = report.summary().splitlines()[1]
@@ -268,6 +269,6 @@ def test_report_states_what_is_billed_and_where_prices_are_not_a_price_m1_12(val
     # translation-llm-002: no epochs option, and no billing basis in droptune's sources.
     translation = validate(jsonl(GOOD_PAIR), TRANSLATION)
     assert translation.tokens is not None and translation.tokens.cost is not None
-    assert translation.tokens.cost.billable_training_tokens is None
+    assert translation.tokens.billable_training_tokens is None
     basis = translation.tokens.cost.basis
     assert "do not say how translation-llm-002 is billed" in basis and "chooses the epochs" in basis
