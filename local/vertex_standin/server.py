@@ -24,6 +24,11 @@ logger = logging.getLogger("vertex_standin")
 _LOCATION = re.compile(r"^/(v1|v1beta1|ui)/projects/([^/]+)/locations/([^/:]+)(.*)$")
 _COLLECTION = re.compile(r"^/(tuningJobs|pipelineJobs|models|endpoints|operations)(?:/([^/:]+))?(?::(\w+))?$")
 _CHAT_COMPLETIONS = re.compile(r"^/endpoints/([^/:]+)/chat/completions$")
+# A tuning job's experiment (see experiments.py): its Metadata context and TensorBoard series.
+_CONTEXT = re.compile(r"^/metadataStores/default/contexts/([^/:]+)$")
+_TENSORBOARD_RUNS = re.compile(r"^/tensorboards/([^/:]+)/experiments/([^/:]+)/runs$")
+_TIME_SERIES = re.compile(r"^/tensorboards/([^/:]+)/experiments/([^/:]+)/runs/([^/:]+)/timeSeries$")
+_BATCH_READ = re.compile(r"^/tensorboards/([^/:]+):batchRead$")
 MAX_BODY_BYTES = 10 * 1024 * 1024
 
 
@@ -37,7 +42,8 @@ class Router:
     def handle(self, method: str, raw_path: str, body: dict[str, Any]) -> dict[str, Any]:
         split = urlsplit(raw_path)
         path = unquote(split.path)
-        query = dict(parse_qsl(split.query, keep_blank_values=True))
+        pairs = parse_qsl(split.query, keep_blank_values=True)
+        query = dict(pairs)
         if path == "/healthz":
             return {"status": "ok"}
         located = _LOCATION.match(path)
@@ -53,6 +59,10 @@ class Router:
             return self.service.forward_to_endpoint(
                 ParsedName(project, location, ENDPOINTS, chat.group(1)), "chat/completions", body
             )
+        if method == "GET":
+            experiment_answer = self._experiment_call(parent, rest, pairs)
+            if experiment_answer is not None:
+                return experiment_answer
         found = _COLLECTION.match(rest)
         if found is None:
             raise ApiError(5, f"The requested URL {path} was not found on this server.")
@@ -61,6 +71,22 @@ class Router:
             return self._collection_call(method, version, parent, collection, body=body, query=query)
         name = ParsedName(project, location, collection, resource_id)
         return self._resource_call(method, version, name, action, body)
+
+    def _experiment_call(
+        self, parent: ParsedName, rest: str, pairs: list[tuple[str, str]]
+    ) -> dict[str, Any] | None:
+        with self.lock:
+            if (context := _CONTEXT.match(rest)) is not None:
+                return self.service.get_experiment_context(parent, context.group(1))
+            if (runs := _TENSORBOARD_RUNS.match(rest)) is not None:
+                return self.service.list_tensorboard_runs(parent, *runs.groups())
+            if (series := _TIME_SERIES.match(rest)) is not None:
+                return self.service.list_time_series(parent, *series.groups())
+            if (batch := _BATCH_READ.match(rest)) is not None:
+                # A repeated query parameter; REST clients send the JSON name, `timeSeries`.
+                names = [value for key, value in pairs if key in ("timeSeries", "time_series")]
+                return self.service.batch_read_time_series(parent, batch.group(1), names)
+        return None
 
     def _collection_call(
         self,

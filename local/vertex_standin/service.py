@@ -26,6 +26,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from vertex_standin import experiments
 from vertex_standin.models import (
     BASE_LEARNING_RATES,
     PALM_MODELS,
@@ -339,6 +340,62 @@ class StandinService:
         )
         return self.store.put(stored).resource
 
+    # --- a tuning job's experiment: its context and TensorBoard time series -----------------
+
+    def get_experiment_context(self, parent: ParsedName, context_id: str) -> dict[str, Any]:
+        return experiments.context_resource(self._job_of_experiment(parent, context_id))
+
+    def list_tensorboard_runs(
+        self, parent: ParsedName, tensorboard_id: str, experiment_id: str
+    ) -> dict[str, Any]:
+        job = self._job_of_tensorboard_experiment(parent, tensorboard_id, experiment_id)
+        tensorboard = experiments.tensorboard_name(parent.parent)
+        return experiments.runs_resource(job, f"{tensorboard}/experiments/{experiment_id}")
+
+    def list_time_series(
+        self, parent: ParsedName, tensorboard_id: str, experiment_id: str, run_id: str
+    ) -> dict[str, Any]:
+        job = self._job_of_tensorboard_experiment(parent, tensorboard_id, experiment_id)
+        run = f"{experiments.tensorboard_name(parent.parent)}/experiments/{experiment_id}/runs/{run_id}"
+        if run_id != experiments.RUN_ID:
+            raise ApiError(5, f"TensorboardRun {run} not found.")
+        return experiments.time_series_resource(job, run)
+
+    def batch_read_time_series(
+        self, parent: ParsedName, tensorboard_id: str, names: list[str]
+    ) -> dict[str, Any]:
+        tensorboard = experiments.tensorboard_name(parent.parent)
+        if tensorboard_id != experiments.TENSORBOARD_ID:
+            raise ApiError(5, f"Tensorboard {parent.parent}/tensorboards/{tensorboard_id} not found.")
+        if not names:
+            raise ApiError(3, "time_series is required: name at least one TensorboardTimeSeries.")
+        jobs_by_run: dict[str, dict[str, Any]] = {}
+        for name in names:
+            if not name.startswith(f"{tensorboard}/experiments/"):
+                raise ApiError(3, f"TensorboardTimeSeries {name} is not in {tensorboard}.")
+            experiment_id = name.removeprefix(f"{tensorboard}/experiments/").split("/", 1)[0]
+            run = f"{tensorboard}/experiments/{experiment_id}/runs/{experiments.RUN_ID}"
+            if run not in jobs_by_run:
+                jobs_by_run[run] = self._job_of_experiment(parent, experiment_id)
+        return experiments.batch_read(jobs_by_run, names)
+
+    def _job_of_tensorboard_experiment(
+        self, parent: ParsedName, tensorboard_id: str, experiment_id: str
+    ) -> dict[str, Any]:
+        if tensorboard_id != experiments.TENSORBOARD_ID:
+            raise ApiError(5, f"Tensorboard {parent.parent}/tensorboards/{tensorboard_id} not found.")
+        return self._job_of_experiment(parent, experiment_id)
+
+    def _job_of_experiment(self, parent: ParsedName, context_id: str) -> dict[str, Any]:
+        stored = self.store.get(TUNING_JOBS, experiments.job_id_of_context(context_id))
+        if (
+            stored is None
+            or not stored.resource.get("experiment")
+            or not stored.resource["name"].startswith(parent.parent + "/")
+        ):
+            raise ApiError(5, f"Experiment {context_id} not found in {parent.parent}.")
+        return stored.resource
+
     # --- the scheduler loop --------------------------------------------------------------
 
     def tick(self) -> None:
@@ -384,7 +441,18 @@ class StandinService:
                     JobState.RUNNING,
                     now,
                     startTime=now,
-                    **({"outputUri": plan.output_uri} if s.collection == TUNING_JOBS else {}),
+                    **(
+                        {
+                            "outputUri": plan.output_uri,
+                            # Set once the job runs, as Vertex does: the SDK's train() breaks on
+                            # an experiment in the create response (it logs `_experiment`).
+                            "experiment": experiments.experiment_name(
+                                str(s.resource["name"]).split("/tuningJobs/")[0], s.resource_id
+                            ),
+                        }
+                        if s.collection == TUNING_JOBS
+                        else {}
+                    ),
                 ),
                 internal={
                     **s.internal,

@@ -29,6 +29,7 @@ from vertex_standin.artifacts import (
     upload_folder,
 )
 from vertex_standin.models import UnknownBaseModelError, local_model_dir
+from vertex_standin.resources import timestamp
 from vertex_standin.tensorboard_events import ScalarEventWriter
 from vertex_standin.training_examples import (
     ChatExample,
@@ -106,7 +107,10 @@ class ProgressReport:
     _last_write: float = 0.0
 
     def record(self, step: int, epoch: float, values: dict[str, float], force: bool = False) -> None:
-        self.series.append({"step": step, "epoch": round(epoch, 4), "values": values})
+        # wallTime as the TensorBoard API gives a point's time (RFC 3339), for the experiment view.
+        self.series.append(
+            {"step": step, "epoch": round(epoch, 4), "wallTime": timestamp(), "values": values}
+        )
         self.current_step = step
         self.write(force)
 
