@@ -9,8 +9,11 @@ reads the jobs), seeds 1,000 Vertex tuning jobs into the stand-in's state folder
 - steady: a tick where nothing changed (one query, one GET per job, no writes);
 - baseline: the same steady tick with a parallelism of 1 (one GET after the other).
 
-The seeded Vertex jobs are in JOB_STATE_QUEUED (a quota wait: "keep polling"), with metrics, so
-the stand-in serves them without starting 1,000 trainers. Run: `python bench/poller.py [--jobs N]`.
+The seeded Vertex jobs are in JOB_STATE_QUEUED (a quota wait: "keep polling"), each with its
+experiment and three steps of `/train_*` metrics, so the stand-in serves them, metrics included,
+without starting 1,000 trainers. The first tick finds each job's series (context, runs, series
+list, batchRead); a steady tick makes one GET and one batchRead per job.
+Run: `python bench/poller.py [--jobs N]`.
 """
 
 from __future__ import annotations
@@ -38,7 +41,28 @@ class CountingPublisher:
         return str(self.published)
 
 
+SERIES = [
+    {
+        "/train_total_loss": 2.5,
+        "/train_fraction_of_correct_next_step_preds": 0.4,
+        "/train_num_predictions": 96,
+    },
+    {
+        "/train_total_loss": 2.1,
+        "/train_fraction_of_correct_next_step_preds": 0.5,
+        "/train_num_predictions": 96,
+    },
+    {
+        "/train_total_loss": 1.8,
+        "/train_fraction_of_correct_next_step_preds": 0.6,
+        "/train_num_predictions": 96,
+    },
+]
+
+
 def seed_standin(state_dir: Path, count: int) -> list[str]:
+    from vertex_standin.experiments import experiment_name
+
     folder = state_dir / "resources" / "tuningJobs"
     folder.mkdir(parents=True, exist_ok=True)
     names = []
@@ -55,9 +79,14 @@ def seed_standin(state_dir: Path, count: int) -> list[str]:
             "updateTime": now,
             "labels": {"app": "droptune", "droptune-job-id": f"job-bench-{index:05d}"},
             "outputUri": f"gs://bench/tuned/job-bench-{index:05d}/",
+            # Its experiment, whose TensorBoard series the stand-in serves from this record.
+            "experiment": experiment_name(f"projects/{PROJECT}/locations/us-central1", resource_id),
             "droptuneMetrics": {
-                "latest": {"/train_total_loss": 2.5, "/train_fraction_of_correct_next_step_preds": 0.4},
-                "currentStep": 3,
+                "series": [
+                    {"step": step, "epoch": step / 10, "wallTime": now, "values": dict(values)}
+                    for step, values in enumerate(SERIES, start=1)
+                ],
+                "currentStep": len(SERIES),
                 "totalSteps": 30,
                 "checkpoints": [],
             },

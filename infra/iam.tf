@@ -66,7 +66,9 @@ resource "google_project_iam_member" "functions_use_firestore" {
 }
 
 # Vertex AI User (roles/aiplatform.user): the launcher creates tuning and pipeline jobs; the
-# poller gets and cancels them, starts queued ones and follows deploy operations; the deployer
+# poller gets and cancels them, reads their metrics from each job's experiment (its Metadata
+# context, and TensorBoard runs and time series), starts queued ones and follows deploy
+# operations; the deployer
 # uploads and deploys models and sends the smoke prediction. Vertex AI has no per-job IAM, so
 # this is granted on the project. The validator never calls Vertex AI.
 # https://cloud.google.com/vertex-ai/docs/general/access-control

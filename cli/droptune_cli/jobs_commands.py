@@ -199,6 +199,8 @@ def _describe(document: Mapping[str, Any]) -> str:
     if vertex.get("name"):
         detail = f" / {vertex['detail_state']}" if vertex.get("detail_state") else ""
         lines.append(f"vertex     {vertex['name']} ({vertex.get('state')}{detail})")
+    if vertex.get("experiment"):
+        lines.append(f"experiment {vertex['experiment']}")  # where Vertex AI keeps the metrics (M2.6)
     stats = document.get("stats") or {}
     if stats.get("billable_training_tokens") is not None:
         lines.append(f"tokens     {stats['billable_training_tokens']:,} estimated billable training tokens")
@@ -206,7 +208,8 @@ def _describe(document: Mapping[str, Any]) -> str:
     if metrics:
         step = document.get("metrics_step")
         total = document.get("total_steps")
-        lines.append(f"metrics    step {step}/{total}" if step is not None else "metrics")
+        of_total = f"/{total}" if total else ""  # Vertex AI states no total; the stand-in does
+        lines.append(f"metrics    step {step}{of_total}" if step is not None else "metrics")
         lines.extend(f"  {name:<44} {value:.4g}" for name, value in sorted(metrics.items()))
     checkpoints = document.get("checkpoints") or []
     if checkpoints:

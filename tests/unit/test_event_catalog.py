@@ -28,6 +28,7 @@ from droptune.event_catalog import EVENT_CATALOG, load_common_schema, load_schem
 from droptune.events import DATA_SCHEMA_VERSION, EVENT_TYPES, CloudEvent, make_event, parse_event
 from droptune.intake import Intake
 from droptune.jobs.errors import budget_error, categorize
+from droptune.jobs.experiment_metrics import MetricsReading
 from droptune.jobs.poller import PollContext, Poller, observation
 from droptune.jobs.record import JobState, new_job_document
 from droptune.jobs.state_machine import EventSpec, JobStore
@@ -374,8 +375,13 @@ def vertex_job(state: str, **fields: Any) -> dict[str, Any]:
         "name": VERTEX_JOB,
         "state": state,
         "outputUri": OUTPUT,
-        "droptuneMetrics": {"latest": METRICS, "currentStep": 30, "totalSteps": 30},
+        "experiment": "projects/my-project-123/locations/us-central1/metadataStores/default/contexts/e-1",
+        "droptuneMetrics": {"currentStep": 30, "totalSteps": 30},
     } | fields
+
+
+# The metrics the poller read from the job's experiment this tick (experiment_metrics.py).
+READING = MetricsReading(dict(METRICS), 30, {})
 
 
 def poll(validated: RecordingPublisher, resource: Mapping[str, Any], **fields: Any) -> dict[str, Any]:
@@ -388,7 +394,7 @@ def poll(validated: RecordingPublisher, resource: Mapping[str, Any], **fields: A
         store=store,
         clock=lambda: NOW,
     )  # type: ignore[arg-type]
-    Poller(context).observe(store.document, resource)
+    Poller(context).observe(store.document, resource, READING)
     (event,) = store.events
     return event
 
@@ -418,7 +424,7 @@ def test_the_pollers_job_events_match_their_schemas(validated: RecordingPublishe
 def test_the_pollers_stalled_event_matches_its_schema(validated: RecordingPublisher) -> None:
     resource = vertex_job("JOB_STATE_RUNNING")
     document = job_document(validated, JobState.RUNNING, **RUNNING)
-    unchanged = observation(resource, document)["progress_fingerprint"]
+    unchanged = observation(resource, document, READING)["progress_fingerprint"]
     event = poll(
         validated,
         resource,

@@ -330,7 +330,7 @@ def vertex_fields(vertex_job: Mapping[str, Any], kind: str, region: str) -> dict
         "start_time": vertex_job.get("startTime"),
         "end_time": vertex_job.get("endTime"),
         "update_time": vertex_job.get("updateTime"),
-        # The Vertex AI Experiment holding the job's metrics (M2.6); the local stand-in sets none.
+        # The Vertex AI Experiment holding the job's metrics (M2.6; read by experiment_metrics.py).
         "experiment": vertex_job.get("experiment"),
     }
 

@@ -6,15 +6,16 @@ A tick (M2.5, M4.3, M4.4; peers pain points 4, 13):
 3. takes over launches whose launcher stopped (their lease expired);
 4. gets every running job from Vertex AI in bounded parallel and records what changed: state
    (every non-terminal Vertex state, quota and capacity waits and post-processing included, just
-   means "keep polling"), metrics (M2.5 names), checkpoints, `tuningDataStats`, the tuned model;
+   means "keep polling"), metrics (M2.5 names, from the job's Vertex AI Experiment:
+   experiment_metrics.py), checkpoints, `tuningDataStats`, the tuned model;
    terminal states become succeeded / failed (with a categorised error) / cancelled, each
    announced once; a job whose progress has not moved for `stall_after_seconds` is announced as
    stalled (an event, not a failure), once per stall;
 5. hands each `deploying` job to the deployer's `follow_deployment`;
 6. gives free slots to queued jobs, in arrival order.
 
-Nothing is written when nothing changed, so a steady tick costs one Firestore query and one
-Vertex GET per running job.
+Nothing is written when nothing changed, so a steady tick costs one Firestore query and, per
+running job, one Vertex GET and (once it names an experiment) one TensorBoard batchRead.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from typing import Any
 
 from droptune.events import Publisher
 from droptune.jobs import errors
+from droptune.jobs.experiment_metrics import ExperimentMetrics, MetricsReading
 from droptune.jobs.launcher import Launcher, normalized_state, vertex_fields
 from droptune.jobs.record import ACTIVE_STATES, JobState
 from droptune.jobs.state_machine import EventSpec, JobStore
@@ -110,6 +112,7 @@ class Poller:
         self.vertex = context.vertex
         self.parallelism = parallelism
         self.launcher = Launcher(context.settings, context.store, context.vertex)
+        self.metrics = ExperimentMetrics(context.vertex)
 
     # --- the tick ------------------------------------------------------------------------------
 
@@ -165,17 +168,34 @@ class Poller:
                 )
                 return "error"
             try:
-                return self.observe(document, vertex_job)
+                return self.observe(document, vertex_job, self._read_metrics(document, vertex_job))
             except Exception:  # the same: log it with its job, keep polling the rest
                 log.exception("job observation failed", extra=log_fields(vertex_job=name))
                 return "error"
 
-    def observe(  # noqa: PLR0911 - one return per outcome of the observation
+    def _read_metrics(
         self, document: Mapping[str, Any], vertex_job: Mapping[str, Any]
+    ) -> MetricsReading | None:
+        """A tuning job's metrics from its experiment, once it names one (see experiment_metrics)."""
+        experiment = vertex_job.get("experiment")
+        if not experiment or kind_of(str(vertex_job.get("name") or "")) != "tuningJobs":
+            return None
+        validation = (document.get("options") or {}).get("validation_dataset") or document.get(
+            "validation_uri"
+        )
+        return self.metrics.read(
+            str(experiment), document.get("metrics_source"), expects_eval=bool(validation)
+        )
+
+    def observe(  # noqa: PLR0911 - one return per outcome of the observation
+        self,
+        document: Mapping[str, Any],
+        vertex_job: Mapping[str, Any],
+        reading: MetricsReading | None = None,
     ) -> str:
-        """Record what one GET of a running job's Vertex resource says."""
+        """Record what one GET of a running job's Vertex resource (and its metrics) says."""
         job_id = str(document["job_id"])
-        observed = observation(vertex_job, document)
+        observed = observation(vertex_job, document, reading)
         state = observed["vertex"]["state"]
         previous_vertex = document.get("vertex") or {}
         if state == _SUCCEEDED:
@@ -404,9 +424,16 @@ class Poller:
         return "rejected" if result else "refused"
 
 
-def observation(vertex_job: Mapping[str, Any], document: Mapping[str, Any]) -> dict[str, Any]:
+def observation(
+    vertex_job: Mapping[str, Any], document: Mapping[str, Any], reading: MetricsReading | None = None
+) -> dict[str, Any]:
     """The job document fields a Vertex job resource gives (documented fields first; the local
-    stand-in's `droptune*` extras only add to them)."""
+    stand-in's `droptune*` extras only add to them).
+
+    A tuning job's metrics come from its experiment (`reading`); without a reading this tick the
+    document keeps the metrics it had. A pipeline job (PaLM) writes its metrics to TensorBoard only
+    after it ends (M3.4, `tensorboard_resource_id`), so live ones come from the stand-in alone.
+    """
     name = str(vertex_job.get("name") or (document.get("vertex") or {}).get("name"))
     kind = kind_of(name)
     previous = document.get("vertex") or {}
@@ -418,7 +445,14 @@ def observation(vertex_job: Mapping[str, Any], document: Mapping[str, Any]) -> d
         "droptuneTuningDataStats"
     )
     output = vertex_job.get("outputUri") or document.get("output_uri")
-    metrics = {k: v for k, v in (extras.get("latest") or {}).items() if k.startswith(_METRIC_PREFIXES)}
+    if kind == "tuningJobs":
+        metrics = reading.metrics if reading else dict(document.get("metrics") or {})
+        metrics_step = reading.step if reading else document.get("metrics_step")
+        metrics_source = reading.source if reading else document.get("metrics_source")
+    else:
+        latest = extras.get("latest") or {}
+        metrics = {k: v for k, v in latest.items() if k.startswith(_METRIC_PREFIXES)}
+        metrics_step, metrics_source = extras.get("currentStep"), None
     checkpoints = _checkpoints(tuned.get("checkpoints") or [], extras.get("checkpoints") or [])
     final_uri = artifacts.get("finalCheckpointUri")
     if not final_uri and output and kind == "tuningJobs":
@@ -426,7 +460,8 @@ def observation(vertex_job: Mapping[str, Any], document: Mapping[str, Any]) -> d
     fields: dict[str, Any] = {
         "vertex": vertex,
         "metrics": metrics,
-        "metrics_step": extras.get("currentStep"),
+        "metrics_step": metrics_step,
+        "metrics_source": metrics_source,
         "total_steps": extras.get("totalSteps"),
         "checkpoints": checkpoints,
         "tuning_data_stats": stats or None,

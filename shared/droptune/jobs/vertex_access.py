@@ -1,4 +1,5 @@
-"""Vertex AI calls of the launcher and the poller: create, find by label, get, cancel.
+"""Vertex AI calls of the launcher and the poller: create, find by label, get, cancel, and the
+reads of a tuning job's experiment (its Metadata context and TensorBoard time series).
 
 Create, list and cancel go through google-cloud-aiplatform's generated clients (REST transport, so
 the same code reaches `https://REGION-aiplatform.googleapis.com` and a local `http://` stand-in).
@@ -80,6 +81,10 @@ class VertexJobs(Protocol):
     def find_by_label(self, kind: VertexKind, region: str, job_id: str) -> dict[str, Any] | None: ...
     def get(self, name: str) -> dict[str, Any]: ...
     def cancel(self, name: str) -> None: ...
+    def get_context(self, name: str) -> dict[str, Any]: ...
+    def list_tensorboard_runs(self, tensorboard_experiment: str) -> list[dict[str, Any]]: ...
+    def list_time_series(self, run: str) -> list[dict[str, Any]]: ...
+    def batch_read_time_series(self, tensorboard: str, names: list[str]) -> list[dict[str, Any]]: ...
 
 
 def classify(code: int, message: str) -> VertexError:
@@ -205,6 +210,64 @@ class VertexClient:
                 )
             )
 
+    # --- a tuning job's experiment (experiment_metrics.py): Metadata and TensorBoard reads ------
+
+    def get_context(self, name: str) -> dict[str, Any]:
+        """metadataStores.contexts.get: an experiment's context, its metadata included."""
+        from google.protobuf import json_format
+
+        self.counts.add(vertex=1)
+        context = self._call(
+            lambda: _client(self, "metadata", region_of(name)).get_context(
+                name=name, timeout=self.settings.api_timeout_seconds
+            )
+        )
+        return dict(json_format.MessageToDict(type(context).pb(context)))
+
+    def list_tensorboard_runs(self, tensorboard_experiment: str) -> list[dict[str, Any]]:
+        from google.protobuf import json_format
+
+        self.counts.add(vertex=1)
+        client = _client(self, "tensorboard", region_of(tensorboard_experiment))
+        pager = self._call(
+            lambda: client.list_tensorboard_runs(
+                request={"parent": tensorboard_experiment, "page_size": 1000},
+                timeout=self.settings.api_timeout_seconds,
+            )
+        )
+        return [dict(json_format.MessageToDict(type(run).pb(run))) for run in self._call(lambda: list(pager))]
+
+    def list_time_series(self, run: str) -> list[dict[str, Any]]:
+        from google.protobuf import json_format
+
+        self.counts.add(vertex=1)
+        client = _client(self, "tensorboard", region_of(run))
+        pager = self._call(
+            lambda: client.list_tensorboard_time_series(
+                request={"parent": run, "page_size": 1000}, timeout=self.settings.api_timeout_seconds
+            )
+        )
+        return [
+            dict(json_format.MessageToDict(type(series).pb(series)))
+            for series in self._call(lambda: list(pager))
+        ]
+
+    def batch_read_time_series(self, tensorboard: str, names: list[str]) -> list[dict[str, Any]]:
+        """tensorboards.batchRead: the points of up to 1,000 scalars per series, in one call."""
+        from google.protobuf import json_format
+
+        self.counts.add(vertex=1)
+        answer = self._call(
+            lambda: _client(
+                self, "tensorboard", region_of(tensorboard)
+            ).batch_read_tensorboard_time_series_data(
+                request={"tensorboard": tensorboard, "time_series": names},
+                timeout=self.settings.api_timeout_seconds,
+            )
+        )
+        data = json_format.MessageToDict(type(answer).pb(answer))
+        return [dict(item) for item in data.get("timeSeriesData", [])]
+
     # --- plumbing ---------------------------------------------------------------------------
 
     def _call(self, call: Any) -> Any:
@@ -265,11 +328,12 @@ def _cached_client(kind: str, endpoint: str, credentials_id: int, credentials: A
     from google.api_core.client_options import ClientOptions
     from google.cloud import aiplatform_v1beta1
 
-    client_class = (
-        aiplatform_v1beta1.GenAiTuningServiceClient
-        if kind == "tuning"
-        else aiplatform_v1beta1.PipelineServiceClient
-    )
+    client_class = {
+        "tuning": aiplatform_v1beta1.GenAiTuningServiceClient,
+        "pipeline": aiplatform_v1beta1.PipelineServiceClient,
+        "metadata": aiplatform_v1beta1.MetadataServiceClient,
+        "tensorboard": aiplatform_v1beta1.TensorboardServiceClient,
+    }[kind]
     return client_class(
         credentials=credentials, transport="rest", client_options=ClientOptions(api_endpoint=endpoint)
     )

@@ -3,25 +3,14 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from typing import Any
 
 import pytest
-from jobs_support import job_document, manual_request
+from jobs_support import job_document, manual_request, run_jobs_command
 from stack_support import chat_lines, wait_for
 
 pytestmark = pytest.mark.integration
-
-
-def _run(capsys: Any, *argv: str) -> tuple[int, str]:
-    from droptune_cli.jobs_commands import add_jobs_commands
-
-    parser = argparse.ArgumentParser(prog="droptune")
-    add_jobs_commands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(list(argv))
-    code = args.handler(args)
-    return code, capsys.readouterr().out
 
 
 def test_jobs_list_show_and_reject_a_held_job(world: Any, capsys: Any) -> None:
@@ -32,23 +21,23 @@ def test_jobs_list_show_and_reject_a_held_job(world: Any, capsys: Any) -> None:
     job_id = request["job_id"]
     world.core(settings)[0].handle_request(request)
 
-    code, out = _run(capsys, "jobs", "list", "--state", "awaiting_approval", "--json")
+    code, out = run_jobs_command(capsys, "jobs", "list", "--state", "awaiting_approval", "--json")
     assert code == 0
     assert job_id in [row["job_id"] for row in json.loads(out)]
 
-    code, out = _run(capsys, "jobs", "show", job_id)
+    code, out = run_jobs_command(capsys, "jobs", "show", job_id)
     assert code == 0
     assert "awaiting_approval" in out and "5,000 estimated billable training tokens" in out
 
-    code, out = _run(capsys, "jobs", "reject", job_id, "--json")
+    code, out = run_jobs_command(capsys, "jobs", "reject", job_id, "--json")
     assert code == 0, out
     assert json.loads(out)["state"] == "failed"
     wait_for(lambda: job_document(world.db, job_id)["state"] == "failed", what="the rejection recorded")
 
-    code, out = _run(capsys, "jobs", "show", job_id)
+    code, out = run_jobs_command(capsys, "jobs", "show", job_id)
     assert code == 1  # a failed job: the command says so by its exit code
     assert "[budget]" in out and "remedy" in out
-    code, out = _run(capsys, "jobs", "show", job_id, "--json")
+    code, out = run_jobs_command(capsys, "jobs", "show", job_id, "--json")
     shown = json.loads(out)
     assert shown["error"]["category"] == "budget"
     assert [h["to"] for h in shown["history"]] == ["awaiting_approval", "failed"]

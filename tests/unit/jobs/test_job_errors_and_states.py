@@ -8,6 +8,7 @@ import pytest
 from droptune.envelopes import MalformedEventError
 from droptune.identity import job_id
 from droptune.jobs.errors import ErrorCategory, categorize
+from droptune.jobs.experiment_metrics import MetricsReading
 from droptune.jobs.launcher import parse_tune_request
 from droptune.jobs.poller import observation
 from droptune.jobs.record import TRANSITIONS, JobState, is_legal
@@ -103,18 +104,30 @@ def test_an_observation_keeps_documented_fields_and_m2_5_metrics_only() -> None:
             "checkpoints": [{"checkpointId": "1", "epoch": "1", "step": "4"}],
         },
         "tuningDataStats": {"supervisedTuningDataStats": {"totalBillableTokenCount": "1200"}},
-        "droptuneMetrics": {
-            "latest": {"/train_total_loss": 1.5, "/eval_total_loss": 1.7, "lr": 0.1},
-            "currentStep": 4,
-        },
+        # The stand-in's own record: never the metrics of a tuning job, which come from its experiment.
+        "droptuneMetrics": {"latest": {"/train_total_loss": 9.0}, "currentStep": 9},
     }
-    fields = observation(vertex_job, {"vertex": {"region": "us-central1"}})
+    reading = MetricsReading({"/train_total_loss": 1.5, "/eval_total_loss": 1.7}, 4, {"experiment": "e"})
+    fields = observation(vertex_job, {"vertex": {"region": "us-central1"}}, reading)
     assert fields["vertex"]["state"] == "JOB_STATE_SUCCEEDED"
     assert fields["metrics"] == {"/train_total_loss": 1.5, "/eval_total_loss": 1.7}
+    assert fields["metrics_step"] == 4 and fields["metrics_source"] == {"experiment": "e"}
     assert fields["checkpoints"] == [{"checkpoint_id": "1", "epoch": 1, "step": 4}]
     assert fields["final_checkpoint_uri"] == "gs://b/tuned/job-1/postprocess/node-0/checkpoints/final"
     assert fields["tuned_model"] == {"model": "projects/p/locations/us-central1/models/7@1", "endpoint": None}
     assert fields["tuning_data_stats"] == {"totalBillableTokenCount": "1200"}
+
+
+def test_a_tick_without_a_metrics_reading_keeps_the_metrics_the_job_had() -> None:
+    running = {"name": "projects/p/locations/us-central1/tuningJobs/42", "state": "JOB_STATE_RUNNING"}
+    document = {
+        "metrics": {"/train_total_loss": 2.0},
+        "metrics_step": 7,
+        "metrics_source": {"experiment": "e"},
+    }
+    fields = observation(running, document, None)
+    assert fields["metrics"] == {"/train_total_loss": 2.0} and fields["metrics_step"] == 7
+    assert fields["metrics_source"] == {"experiment": "e"}
 
 
 def test_pipeline_states_read_as_job_states_and_progress_changes_the_fingerprint() -> None:

@@ -1,0 +1,157 @@
+"""A running tuning job's metrics (M2.5), read from its Vertex AI Experiment.
+
+Vertex AI keeps a tuning job's `/train_*` and `/eval_*` metrics in the Vertex AI Experiment the
+job names (`TuningJob.experiment`, a Metadata context, set once the job runs), as TensorBoard time
+series. The way there is the aiplatform SDK's own (`Experiment.get_backing_tensorboard_resource`,
+`ExperimentRun.get_time_series_data_frame`): the context's `metadata.backing_tensorboard_resource`
+names the TensorBoard, whose TensorboardExperiment has the context's id; its runs hold the series.
+
+Calls, per running job and tick (poller.py reads jobs in bounded parallel):
+- the context, once per job;
+- until every series the job will write is known (three `/train_*`, and three `/eval_*` with a
+  validation set, which appear at the first evaluation): one runs list and one series list per run;
+- one `tensorboards.batchRead` of the known series.
+What was found is kept in the job document (`metrics_source`), so a steady tick adds one call per
+running job, and a new poller instance starts where the last one stopped.
+
+batchRead returns at most 1,000 points of a scalar series, chosen at random beyond that; the value
+recorded is the one at the highest step returned, and `step` is the series' own `maxStep`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from droptune.jobs.vertex_access import VertexError, VertexJobs
+from droptune.jsonlog import log_fields
+
+log = logging.getLogger(__name__)
+
+TRAIN_METRICS = (
+    "/train_total_loss",
+    "/train_fraction_of_correct_next_step_preds",
+    "/train_num_predictions",
+)
+EVAL_METRICS = (
+    "/eval_total_loss",
+    "/eval_fraction_of_correct_next_step_preds",
+    "/eval_num_predictions",
+)
+_BACKING_TENSORBOARD_KEY = "backing_tensorboard_resource"  # the SDK's key in the context metadata
+
+
+@dataclass(frozen=True)
+class MetricsReading:
+    """What one read found: the latest value of each M2.5 series, and where they live."""
+
+    metrics: dict[str, float]
+    step: int | None
+    source: dict[str, Any]
+
+
+def metric_name(display_name: str) -> str | None:
+    """The M2.5 name of a series, or None for a series that is not one of them.
+
+    The documented names begin with a slash; a TensorBoard tag may be written without it.
+    """
+    name = display_name.strip()
+    name = name if name.startswith("/") else f"/{name}"
+    return name if name in (*TRAIN_METRICS, *EVAL_METRICS) else None
+
+
+class ExperimentMetrics:
+    def __init__(self, vertex: VertexJobs) -> None:
+        self.vertex = vertex
+
+    def read(
+        self, experiment: str, source: Mapping[str, Any] | None, *, expects_eval: bool
+    ) -> MetricsReading | None:
+        """The job's metrics now; None when this tick could not read them (logged, the caller keeps
+        what it had: metrics are never worth failing or delaying a job's state for)."""
+        known = dict(source or {})
+        try:
+            if known.get("experiment") != experiment or not known.get("tensorboard"):
+                known = self._locate(experiment)
+            # Kept as a list in Firestore: a resource name is no map key to put in a field path.
+            series = {str(item["name"]): str(item["metric"]) for item in known.get("time_series") or []}
+            wanted = {*TRAIN_METRICS, *(EVAL_METRICS if expects_eval else ())}
+            if not wanted <= set(series.values()):
+                series = self._discover(str(known["tensorboard_experiment"]))
+                known["time_series"] = [
+                    {"name": name, "metric": metric} for name, metric in sorted(series.items())
+                ]
+            if not series:
+                return MetricsReading({}, None, known)
+            names = sorted(series)
+            data = self.vertex.batch_read_time_series(str(known["tensorboard"]), names)
+        except VertexError as error:
+            log.warning(
+                "tuning metrics not read this tick",
+                extra=log_fields(
+                    experiment=experiment,
+                    problem=error.message,
+                    remedy="The poller's service account needs roles/aiplatform.user (it grants "
+                    "aiplatform.contexts.get and aiplatform.tensorboardTimeSeries.batchRead); the "
+                    "next tick tries again.",
+                ),
+            )
+            return None
+        metrics, step = _latest_values(names, series, data)
+        return MetricsReading(metrics, step, known)
+
+    def _locate(self, experiment: str) -> dict[str, Any]:
+        context = self.vertex.get_context(experiment)
+        tensorboard = str((context.get("metadata") or {}).get(_BACKING_TENSORBOARD_KEY) or "")
+        if not tensorboard:
+            raise VertexError(5, f"The experiment {experiment} names no backing TensorBoard.")
+        context_id = experiment.rsplit("/", 1)[-1]
+        return {
+            "experiment": experiment,
+            "tensorboard": tensorboard,
+            "tensorboard_experiment": f"{tensorboard}/experiments/{context_id}",
+            "time_series": [],
+        }
+
+    def _discover(self, tensorboard_experiment: str) -> dict[str, str]:
+        """Every M2.5 series of the experiment's runs: resource name → metric name."""
+        found: dict[str, str] = {}
+        for run in self.vertex.list_tensorboard_runs(tensorboard_experiment):
+            for item in self.vertex.list_time_series(str(run["name"])):
+                name = metric_name(str(item.get("displayName") or ""))
+                if name is not None and item.get("valueType", "SCALAR") == "SCALAR":
+                    found[str(item["name"])] = name
+        return found
+
+
+def _latest_values(
+    names: list[str], series: Mapping[str, str], data: list[dict[str, Any]]
+) -> tuple[dict[str, float], int | None]:
+    """The value at the highest step of each metric (several runs may write the same one).
+
+    An answer names its series by id only (the last part of the resource name), which is unique
+    within a run; when the ids asked for are not unique, answers are matched by position, the
+    order of the request.
+    """
+    ids = [name.rsplit("/", 1)[-1] for name in names]
+    if len(set(ids)) == len(ids):
+        by_id = {series_id: series[name] for series_id, name in zip(ids, names, strict=True)}
+        pairs = [(by_id.get(str(item.get("tensorboardTimeSeriesId"))), item) for item in data]
+    else:
+        pairs = [(series[name], item) for name, item in zip(names, data, strict=False)]
+    latest: dict[str, tuple[int, str, float]] = {}
+    for metric, item in pairs:
+        if metric is None:
+            continue
+        for point in item.get("values") or []:
+            value = (point.get("scalar") or {}).get("value")
+            if value is None:
+                continue
+            key = (int(point.get("step") or 0), str(point.get("wallTime") or ""), float(value))
+            if metric not in latest or key[:2] > latest[metric][:2]:
+                latest[metric] = key
+    metrics = {metric: point[2] for metric, point in sorted(latest.items())}
+    step = max((point[0] for point in latest.values()), default=None)
+    return metrics, step
