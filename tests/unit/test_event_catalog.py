@@ -421,6 +421,38 @@ def test_the_pollers_job_events_match_their_schemas(validated: RecordingPublishe
     assert_valid(event)
 
 
+class VertexWithBrokenExperiment:
+    """Answers the job's GET; every experiment read fails as a malformed answer would."""
+
+    def __init__(self, resource: Mapping[str, Any]) -> None:
+        self.resource = resource
+
+    def get(self, name: str) -> dict[str, Any]:
+        return dict(self.resource)
+
+    def get_context(self, name: str) -> dict[str, Any]:
+        raise KeyError("metadata")
+
+
+def test_a_metrics_read_that_breaks_still_lets_the_job_succeed_with_the_metrics_it_had(
+    validated: RecordingPublisher,
+) -> None:
+    store = CapturingStore(job_document(validated, JobState.RUNNING, **RUNNING, metrics=dict(METRICS)))
+    resource = POLLED["droptune.job.succeeded"]
+    context = PollContext(
+        settings=SETTINGS,
+        firestore=None,
+        publisher=RecordingPublisher(),
+        vertex=VertexWithBrokenExperiment(resource),
+        store=store,
+        clock=lambda: NOW,
+    )  # type: ignore[arg-type]
+    assert Poller(context)._poll_one(store.document) == "transition"
+    (event,) = store.events
+    assert event["type"] == "droptune.job.succeeded" and event["data"]["metrics"] == METRICS
+    assert store.document["state"] == "succeeded"
+
+
 def test_the_pollers_stalled_event_matches_its_schema(validated: RecordingPublisher) -> None:
     resource = vertex_job("JOB_STATE_RUNNING")
     document = job_document(validated, JobState.RUNNING, **RUNNING)

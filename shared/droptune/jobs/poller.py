@@ -183,9 +183,13 @@ class Poller:
         validation = (document.get("options") or {}).get("validation_dataset") or document.get(
             "validation_uri"
         )
-        return self.metrics.read(
-            str(experiment), document.get("metrics_source"), expects_eval=bool(validation)
-        )
+        try:
+            return self.metrics.read(
+                str(experiment), document.get("metrics_source"), expects_eval=bool(validation)
+            )
+        except Exception:  # an answer of an unexpected shape: the job's state is still recorded
+            log.exception("tuning metrics read failed", extra=log_fields(experiment=experiment))
+            return None
 
     def observe(  # noqa: PLR0911 - one return per outcome of the observation
         self,
