@@ -1,6 +1,8 @@
-"""`droptune jobs list | show JOB | cancel JOB | approve JOB`: the job records, for people and scripts.
+"""`droptune jobs list | show JOB | metrics JOB | cancel JOB | approve JOB`: the job records, for
+people and scripts.
 
-`list` and `show` read Firestore (state, timings, metrics, the error with its remedy). `cancel`
+`list` and `show` read Firestore (state, timings, metrics, the error with its remedy); `metrics`
+reads every step of a job's metrics from its Vertex AI Experiment. `cancel`
 and `approve` publish a command on the control topic, as any other system would, then wait for
 the poller to record the outcome. The stack is found through `DROPTUNE_HOME` (`droptune up`);
 against a cloud project the usual DROPTUNE_* settings and Application Default Credentials apply.
@@ -9,12 +11,14 @@ against a cloud project the usual DROPTUNE_* settings and Application Default Cr
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import sys
 import time
 from collections.abc import Mapping
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 EXIT_OK = 0
@@ -26,7 +30,9 @@ COMMAND_WAIT_S = 60.0
 
 def add_jobs_commands(subparsers: Any) -> Any:
     """Add `droptune jobs …`; returns its sub-command set, for the commands added elsewhere (watch)."""
-    jobs = subparsers.add_parser("jobs", help="tuning jobs: list, show, watch, cancel, approve, reject")
+    jobs = subparsers.add_parser(
+        "jobs", help="tuning jobs: list, show, metrics, watch, cancel, approve, reject"
+    )
     commands = jobs.add_subparsers(dest="jobs_command", required=True, metavar="JOBS_COMMAND")
 
     p = commands.add_parser("list", help="every job, newest first")
@@ -39,6 +45,12 @@ def add_jobs_commands(subparsers: Any) -> Any:
     p.add_argument("job_id")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=cmd_show)
+
+    p = commands.add_parser("metrics", help="every step of a job's metrics, from its Vertex AI Experiment")
+    p.add_argument("job_id")
+    p.add_argument("--csv", help="also write the points to this CSV file (step, metric, value)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(handler=cmd_metrics)
 
     for verb, text in (
         ("cancel", "cancel the job (its Vertex AI job too) and record it as cancelled"),
@@ -110,19 +122,95 @@ def cmd_list(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_show(args: argparse.Namespace) -> int:
-    settings = _settings()
-    snapshot = _firestore(settings).collection("jobs").document(args.job_id).get(timeout=30)
+def _job_document(settings: Any, job_id: str) -> dict[str, Any] | None:
+    snapshot = _firestore(settings).collection("jobs").document(job_id).get(timeout=30)
     if not snapshot.exists:
-        print(f"droptune: no job {args.job_id}", file=sys.stderr)
-        return EXIT_FAILED
-    document = snapshot.to_dict() | {"job_id": snapshot.id}
+        print(f"droptune: no job {job_id}", file=sys.stderr)
+        return None
+    document: dict[str, Any] = snapshot.to_dict() | {"job_id": snapshot.id}
     document.pop("outbox", None)
+    return document
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    document = _job_document(_settings(), args.job_id)
+    if document is None:
+        return EXIT_FAILED
     if args.json:
         print(json.dumps(_plain(document), indent=2, sort_keys=True))
         return EXIT_OK
     print(_describe(document))
     return EXIT_FAILED if document.get("state") == "failed" else EXIT_OK
+
+
+def experiment_history(settings: Any, document: Mapping[str, Any]) -> dict[str, list[tuple[int, float]]]:
+    """Every point of the job's metrics, read from its Vertex AI Experiment (M2.5, M2.6).
+
+    Raises LookupError when the job names no experiment, VertexError when it cannot be read.
+    """
+    from droptune.jobs.experiment_metrics import ExperimentMetrics
+    from droptune.jobs.vertex_access import VertexClient
+
+    experiment = (document.get("vertex") or {}).get("experiment")
+    if not experiment:
+        raise LookupError(
+            f"job {document.get('job_id')} names no Vertex AI Experiment (state {document.get('state')}): "
+            "a tuning job names one once it runs; a PaLM pipeline job has none"
+        )
+    return ExperimentMetrics(VertexClient(settings)).history(str(experiment))
+
+
+def cmd_metrics(args: argparse.Namespace) -> int:
+    from droptune.jobs.vertex_access import VertexError
+
+    settings = _settings()
+    document = _job_document(settings, args.job_id)
+    if document is None:
+        return EXIT_FAILED
+    try:
+        history = experiment_history(settings, document)
+    except LookupError as error:
+        print(f"droptune: {error}; `droptune jobs show {args.job_id}` has what is known.", file=sys.stderr)
+        return EXIT_FAILED
+    except VertexError as error:
+        print(
+            f"droptune: the job's experiment could not be read: {error.message}\n"
+            "remedy: your account needs roles/aiplatform.viewer (or aiplatform.user) on the project.",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    experiment = document["vertex"]["experiment"]
+    if args.csv:
+        with Path(args.csv).open("w", encoding="utf-8", newline="") as out:
+            writer = csv.writer(out)
+            writer.writerow(["step", "metric", "value"])
+            writer.writerows(
+                (step, metric, value) for metric, points in history.items() for step, value in points
+            )
+    if args.json:
+        points_json = {m: [{"step": step, "value": value} for step, value in p] for m, p in history.items()}
+        print(json.dumps({"job_id": args.job_id, "experiment": experiment, "metrics": points_json}, indent=2))
+        return EXIT_OK
+    print(f"{args.job_id}  experiment {experiment}")
+    if not history:
+        print("no metrics yet")
+        return EXIT_OK
+    metrics = list(history)
+    by_step: dict[int, dict[str, float]] = {}
+    for metric, points in history.items():
+        for step, value in points:
+            by_step.setdefault(step, {})[metric] = value
+    print(f"{'step':>7}  " + "  ".join(f"{m.strip('/'):>{max(len(m) - 1, 10)}}" for m in metrics))
+    for step in sorted(by_step):
+        values = by_step[step]
+        cells = (
+            f"{values[m]:>{max(len(m) - 1, 10)}.6g}" if m in values else " " * max(len(m) - 1, 10)
+            for m in metrics
+        )
+        print(f"{step:>7}  " + "  ".join(cells))
+    if args.csv:
+        print(f"written to {args.csv}")
+    return EXIT_OK
 
 
 def cmd_control(args: argparse.Namespace) -> int:

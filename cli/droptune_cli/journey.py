@@ -165,7 +165,7 @@ def cmd_jobs_watch(args: argparse.Namespace) -> int:
         print(f"droptune: job {args.job} not found", file=sys.stderr)
         return EXIT_FAILED
     if args.plot:
-        _plot(args.job, samples, Path(args.plot))
+        _plot(args.job, _plotted_points(settings, job, samples), Path(args.plot))
     error = job.get("error")
     if error:
         print(f"error ({error.get('category')}): {error.get('message')}\nremedy: {error.get('remedy')}")
@@ -175,7 +175,27 @@ def cmd_jobs_watch(args: argparse.Namespace) -> int:
     return EXIT_OK if job.get("state") in ("deployed", "succeeded", args.until) else EXIT_FAILED
 
 
-def _plot(job_id: str, samples: dict[int, dict[str, float]], path: Path) -> None:
+def _plotted_points(
+    settings: Any, job: dict[str, Any], samples: dict[int, dict[str, float]]
+) -> tuple[dict[int, dict[str, float]], str]:
+    """Every step from the job's Vertex AI Experiment when it can be read, else what was seen."""
+    from droptune.jobs.vertex_access import VertexError
+    from droptune_cli.jobs_commands import experiment_history
+
+    try:
+        history = experiment_history(settings, job)
+    except (LookupError, VertexError) as error:
+        print(f"droptune: plotting the metrics seen while watching ({error})", file=sys.stderr)
+        return samples, "metrics seen while watching"
+    by_step: dict[int, dict[str, float]] = {}
+    for metric, points in history.items():
+        for step, value in points:
+            by_step.setdefault(step, {})[metric] = value
+    return by_step, "every step, from the job's Vertex AI Experiment"
+
+
+def _plot(job_id: str, plotted: tuple[dict[int, dict[str, float]], str], path: Path) -> None:
+    samples, where = plotted
     try:
         import matplotlib
 
@@ -190,7 +210,7 @@ def _plot(job_id: str, samples: dict[int, dict[str, float]], path: Path) -> None
         if points:
             axis.plot(*zip(*points, strict=True), label=key.strip("/"), marker=".")
     axis.set_xlabel("step")
-    axis.set_title(f"{job_id} (metrics seen while watching)")
+    axis.set_title(f"{job_id} ({where})")
     axis.legend()
     figure.savefig(path, dpi=100)
     print(f"metrics plot written to {path}")

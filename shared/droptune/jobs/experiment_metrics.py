@@ -71,22 +71,8 @@ class ExperimentMetrics:
     ) -> MetricsReading | None:
         """The job's metrics now; None when this tick could not read them (logged, the caller keeps
         what it had: metrics are never worth failing or delaying a job's state for)."""
-        known = dict(source or {})
         try:
-            if known.get("experiment") != experiment or not known.get("tensorboard"):
-                known = self._locate(experiment)
-            # Kept as a list in Firestore: a resource name is no map key to put in a field path.
-            series = {str(item["name"]): str(item["metric"]) for item in known.get("time_series") or []}
-            wanted = {*TRAIN_METRICS, *(EVAL_METRICS if expects_eval else ())}
-            if not wanted <= set(series.values()):
-                series = self._discover(str(known["tensorboard_experiment"]))
-                known["time_series"] = [
-                    {"name": name, "metric": metric} for name, metric in sorted(series.items())
-                ]
-            if not series:
-                return MetricsReading({}, None, known)
-            names = sorted(series)
-            data = self.vertex.batch_read_time_series(str(known["tensorboard"]), names)
+            known, series, data = self._fetch(experiment, source, expects_eval=expects_eval)
         except VertexError as error:
             log.warning(
                 "tuning metrics not read this tick",
@@ -99,8 +85,40 @@ class ExperimentMetrics:
                 ),
             )
             return None
-        metrics, step = _latest_values(names, series, data)
-        return MetricsReading(metrics, step, known)
+        latest = {metric: points[-1] for metric, points in sorted(_points(series, data).items())}
+        step = max((point[0] for point in latest.values()), default=None)
+        return MetricsReading({metric: point[2] for metric, point in latest.items()}, step, known)
+
+    def history(
+        self, experiment: str, source: Mapping[str, Any] | None = None, *, expects_eval: bool = True
+    ) -> dict[str, list[tuple[int, float]]]:
+        """Every point (step, value) of each metric, by step; raises VertexError as it came."""
+        _, series, data = self._fetch(experiment, source, expects_eval=expects_eval)
+        return {
+            metric: [(point[0], point[2]) for point in points]
+            for metric, points in sorted(_points(series, data).items())
+        }
+
+    def _fetch(
+        self, experiment: str, source: Mapping[str, Any] | None, *, expects_eval: bool
+    ) -> tuple[dict[str, Any], list[tuple[str, str]], list[dict[str, Any]]]:
+        """Where the series are (found again only while some are missing), and their data."""
+        known = dict(source or {})
+        if known.get("experiment") != experiment or not known.get("tensorboard"):
+            known = self._locate(experiment)
+        # Kept as a list in Firestore: a resource name is no map key to put in a field path.
+        series = {str(item["name"]): str(item["metric"]) for item in known.get("time_series") or []}
+        wanted = {*TRAIN_METRICS, *(EVAL_METRICS if expects_eval else ())}
+        if not wanted <= set(series.values()):
+            series = self._discover(str(known["tensorboard_experiment"]))
+            known["time_series"] = [
+                {"name": name, "metric": metric} for name, metric in sorted(series.items())
+            ]
+        if not series:
+            return known, [], []
+        asked = sorted(series.items())
+        data = self.vertex.batch_read_time_series(str(known["tensorboard"]), [name for name, _ in asked])
+        return known, asked, data
 
     def _locate(self, experiment: str) -> dict[str, Any]:
         context = self.vertex.get_context(experiment)
@@ -126,32 +144,31 @@ class ExperimentMetrics:
         return found
 
 
-def _latest_values(
-    names: list[str], series: Mapping[str, str], data: list[dict[str, Any]]
-) -> tuple[dict[str, float], int | None]:
-    """The value at the highest step of each metric (several runs may write the same one).
+def _points(
+    series: list[tuple[str, str]], data: list[dict[str, Any]]
+) -> dict[str, list[tuple[int, str, float]]]:
+    """Each metric's points (step, wall time, value), in step order (several runs may write one).
 
     An answer names its series by id only (the last part of the resource name), which is unique
     within a run; when the ids asked for are not unique, answers are matched by position, the
     order of the request.
     """
-    ids = [name.rsplit("/", 1)[-1] for name in names]
+    ids = [name.rsplit("/", 1)[-1] for name, _ in series]
     if len(set(ids)) == len(ids):
-        by_id = {series_id: series[name] for series_id, name in zip(ids, names, strict=True)}
+        by_id = {series_id: metric for series_id, (_, metric) in zip(ids, series, strict=True)}
         pairs = [(by_id.get(str(item.get("tensorboardTimeSeriesId"))), item) for item in data]
     else:
-        pairs = [(series[name], item) for name, item in zip(names, data, strict=False)]
-    latest: dict[str, tuple[int, str, float]] = {}
+        pairs = [(metric, item) for (_, metric), item in zip(series, data, strict=False)]
+    points: dict[str, list[tuple[int, str, float]]] = {}
     for metric, item in pairs:
         if metric is None:
             continue
         for point in item.get("values") or []:
-            value = (point.get("scalar") or {}).get("value")
-            if value is None:
-                continue
-            key = (int(point.get("step") or 0), str(point.get("wallTime") or ""), float(value))
-            if metric not in latest or key[:2] > latest[metric][:2]:
-                latest[metric] = key
-    metrics = {metric: point[2] for metric, point in sorted(latest.items())}
-    step = max((point[0] for point in latest.values()), default=None)
-    return metrics, step
+            if "scalar" not in point:
+                continue  # a tensor or blob point: not one of the M2.5 scalars
+            # Proto3 JSON leaves out zeros: a scalar without a value is 0.0, a point without a step
+            # is step 0.
+            value = float(point["scalar"].get("value", 0.0))
+            step = int(point.get("step") or 0)
+            points.setdefault(metric, []).append((step, str(point.get("wallTime") or ""), value))
+    return {metric: sorted(found) for metric, found in points.items()}

@@ -96,12 +96,14 @@ def wait_until_idle(stack: Any, firestore_db: Any) -> None:
     wait_for(idle, timeout=300, interval=1, what="the stand-in and droptune's slots to be idle")
 
 
-def run_jobs_command(capsys: Any, *argv: str) -> tuple[int, str]:
-    """`droptune jobs …` run in this process, as the CLI parses it; its exit code and stdout."""
+def run_jobs_command(capsys: Any, *argv: str, stderr: bool = False) -> tuple[int, str]:
+    """`droptune jobs …` run in this process, as the CLI parses it; its exit code and stdout (or
+    stderr)."""
     from droptune_cli.jobs_commands import add_jobs_commands
 
     parser = argparse.ArgumentParser(prog="droptune")
     add_jobs_commands(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(list(argv))
     code = args.handler(args)
-    return code, capsys.readouterr().out
+    captured = capsys.readouterr()
+    return code, captured.err if stderr else captured.out

@@ -9,9 +9,11 @@ trains, all six at the end, and a read that costs one call per tick once the ser
 
 from __future__ import annotations
 
+import csv
 import json
 import urllib.request
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,6 +33,15 @@ def _standin_job(stack: Any, name: str) -> dict[str, Any]:
     return answer
 
 
+def _worker_points(resource: dict[str, Any]) -> list[tuple[int, str, float]]:
+    return [
+        (int(point["step"]), metric, float(value))
+        for point in resource["droptuneMetrics"]["series"]
+        for metric, value in point["values"].items()
+        if metric in TRAIN | EVAL
+    ]
+
+
 def _worker_latest(resource: dict[str, Any]) -> tuple[dict[str, float], int]:
     """Each metric's last value as the training worker recorded it, and the last step."""
     latest: dict[str, float] = {}
@@ -42,7 +53,7 @@ def _worker_latest(resource: dict[str, Any]) -> tuple[dict[str, float], int]:
 
 
 def test_a_jobs_metrics_come_from_its_experiment_while_it_trains_and_when_it_ends(
-    world: Any, capsys: Any
+    world: Any, capsys: Any, tmp_path: Path
 ) -> None:
     stack, db, events = world.stack, world.db, world.events
     validation = world.bucket.blob(f"manual/{uuid.uuid4().hex[:10]}/validation.jsonl")
@@ -89,6 +100,14 @@ def test_a_jobs_metrics_come_from_its_experiment_while_it_trains_and_when_it_end
     assert code == 0 and f"experiment {experiment}" in shown
     assert f"metrics    step {last_step}" in shown and "/eval_fraction_of_correct_next_step_preds" in shown
 
+    # Every step, as the worker recorded it, read back from the experiment by `jobs metrics`.
+    csv_path = tmp_path / "metrics.csv"
+    code, table = run_jobs_command(capsys, "jobs", "metrics", job_id, "--csv", str(csv_path))
+    assert code == 0 and experiment in table
+    with csv_path.open(newline="") as rows:
+        written = [(int(r["step"]), r["metric"], float(r["value"])) for r in csv.DictReader(rows)]
+    assert sorted(written) == sorted(_worker_points(_standin_job(stack, vertex_name)))
+
 
 def test_once_the_series_are_known_a_metrics_read_is_one_call(world: Any) -> None:
     from droptune.jobs.experiment_metrics import ExperimentMetrics
@@ -127,3 +146,17 @@ def test_an_experiment_that_cannot_be_read_costs_the_job_nothing(world: Any, cap
         assert ExperimentMetrics(poller.vertex).read(missing, None, expects_eval=False) is None
     (record,) = [r for r in caplog.records if r.getMessage() == "tuning metrics not read this tick"]
     assert "roles/aiplatform.user" in record.__dict__["fields"]["remedy"]
+
+
+def test_jobs_metrics_says_why_when_a_job_names_no_experiment(world: Any, capsys: Any) -> None:
+    from jobs_support import manual_request
+
+    settings = world.settings(training_token_budget=100)  # held before any Vertex job exists
+    request = manual_request(
+        world.stack, world.bucket, chat_lines(12), stats={"billable_training_tokens": 5000}
+    )
+    launcher, _ = world.core(settings)
+    launcher.handle_request(request)
+    code, said = run_jobs_command(capsys, "jobs", "metrics", request["job_id"], stderr=True)
+    assert code == 1 and "names no Vertex AI Experiment (state awaiting_approval)" in said
+    assert f"droptune jobs show {request['job_id']}" in said

@@ -6,7 +6,7 @@ are the decisions made on their answers, shaped as tensorboards.batchRead docume
 
 from __future__ import annotations
 
-from droptune.jobs.experiment_metrics import _latest_values, metric_name
+from droptune.jobs.experiment_metrics import _points, metric_name
 
 RUN = "projects/p/locations/us-central1/tensorboards/1/experiments/e/runs"
 
@@ -18,41 +18,50 @@ def test_series_names_are_the_documented_metrics_with_or_without_their_slash() -
     assert metric_name("/train_total_loss_smoothed") is None
 
 
-def _points(*steps_and_values: tuple[int, float]) -> list[dict[str, object]]:
+def _points_at(*steps_and_values: tuple[int, float]) -> list[dict[str, object]]:
     return [
         {"step": str(step), "wallTime": f"2026-01-01T00:00:{step:02d}Z", "scalar": {"value": v}}
         for step, v in steps_and_values
     ]
 
 
-def test_each_metric_takes_its_value_at_the_highest_step_whatever_the_order_of_points() -> None:
-    names = [f"{RUN}/a/timeSeries/11", f"{RUN}/a/timeSeries/12"]
-    series = {names[0]: "/train_total_loss", names[1]: "/eval_total_loss"}
+def test_each_metrics_points_come_in_step_order_whatever_the_order_of_the_answer() -> None:
+    series = [(f"{RUN}/a/timeSeries/11", "/train_total_loss"), (f"{RUN}/a/timeSeries/12", "/eval_total_loss")]
     data = [
-        {"tensorboardTimeSeriesId": "12", "valueType": "SCALAR", "values": _points((10, 1.9), (20, 1.4))},
-        {
-            "tensorboardTimeSeriesId": "11",
-            "valueType": "SCALAR",
-            "values": _points((30, 0.8), (5, 2.5), (29, 0.9)),
-        },
+        {"tensorboardTimeSeriesId": "12", "valueType": "SCALAR", "values": _points_at((10, 1.9), (20, 1.4))},
+        {"tensorboardTimeSeriesId": "11", "values": _points_at((30, 0.8), (5, 2.5), (29, 0.9))},
     ]
-    metrics, step = _latest_values(names, series, data)
-    assert metrics == {"/eval_total_loss": 1.4, "/train_total_loss": 0.8}
-    assert step == 30
+    found = _points(series, data)
+    assert [(step, value) for step, _, value in found["/train_total_loss"]] == [
+        (5, 2.5),
+        (29, 0.9),
+        (30, 0.8),
+    ]
+    assert [(step, value) for step, _, value in found["/eval_total_loss"]] == [(10, 1.9), (20, 1.4)]
 
 
 def test_series_of_two_runs_with_the_same_id_are_matched_by_their_place_in_the_request() -> None:
-    names = [f"{RUN}/a/timeSeries/1", f"{RUN}/b/timeSeries/1"]
-    series = {names[0]: "/train_total_loss", names[1]: "/train_num_predictions"}
-    data = [
-        {"tensorboardTimeSeriesId": "1", "values": _points((3, 0.5))},
-        {"tensorboardTimeSeriesId": "1", "values": _points((3, 640.0))},
+    series = [
+        (f"{RUN}/a/timeSeries/1", "/train_total_loss"),
+        (f"{RUN}/b/timeSeries/1", "/train_num_predictions"),
     ]
-    metrics, _ = _latest_values(names, series, data)
-    assert metrics == {"/train_total_loss": 0.5, "/train_num_predictions": 640.0}
+    data = [
+        {"tensorboardTimeSeriesId": "1", "values": _points_at((3, 0.5))},
+        {"tensorboardTimeSeriesId": "1", "values": _points_at((3, 640.0))},
+    ]
+    found = _points(series, data)
+    assert found["/train_total_loss"][-1][2] == 0.5 and found["/train_num_predictions"][-1][2] == 640.0
 
 
 def test_a_series_with_no_points_yet_gives_no_value_rather_than_a_zero() -> None:
-    names = [f"{RUN}/a/timeSeries/4"]
-    metrics, step = _latest_values(names, {names[0]: "/eval_total_loss"}, [{"tensorboardTimeSeriesId": "4"}])
-    assert metrics == {} and step is None
+    series = [(f"{RUN}/a/timeSeries/4", "/eval_total_loss")]
+    assert _points(series, [{"tensorboardTimeSeriesId": "4"}]) == {}
+
+
+def test_a_zero_left_out_of_the_json_answer_is_read_as_zero() -> None:
+    # Proto3 JSON drops default values: an accuracy of 0.0 at step 0 arrives as `{"scalar": {}}`.
+    series = [(f"{RUN}/a/timeSeries/2", "/train_fraction_of_correct_next_step_preds")]
+    data = [{"tensorboardTimeSeriesId": "2", "values": [{"wallTime": "2026-01-01T00:00:00Z", "scalar": {}}]}]
+    assert _points(series, data) == {
+        "/train_fraction_of_correct_next_step_preds": [(0, "2026-01-01T00:00:00Z", 0.0)]
+    }
