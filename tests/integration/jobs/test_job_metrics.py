@@ -106,7 +106,17 @@ def test_a_jobs_metrics_come_from_its_experiment_while_it_trains_and_when_it_end
     assert code == 0 and experiment in table
     with csv_path.open(newline="") as rows:
         written = [(int(r["step"]), r["metric"], float(r["value"])) for r in csv.DictReader(rows)]
-    assert sorted(written) == sorted(_worker_points(_standin_job(stack, vertex_name)))
+    worker_points = sorted(_worker_points(_standin_job(stack, vertex_name)))
+    assert sorted(written) == worker_points
+
+    # `jobs watch --plot` draws the same points, not only the ones it happened to see.
+    from droptune_cli.journey import _plotted_points
+
+    by_step, where = _plotted_points(world.settings(), finished, {})
+    assert where == "every step, from the job's Vertex AI Experiment"
+    assert (
+        sorted((step, m, v) for step, values in by_step.items() for m, v in values.items()) == worker_points
+    )
 
 
 def test_once_the_series_are_known_a_metrics_read_is_one_call(world: Any) -> None:
