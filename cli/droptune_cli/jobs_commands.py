@@ -160,6 +160,15 @@ def experiment_history(settings: Any, document: Mapping[str, Any]) -> dict[str, 
     return ExperimentMetrics(VertexClient(settings)).history(str(experiment))
 
 
+def values_by_step(history: Mapping[str, list[tuple[int, float]]]) -> dict[int, dict[str, float]]:
+    """{step: {metric: value}} from {metric: [(step, value)]}."""
+    by_step: dict[int, dict[str, float]] = {}
+    for metric, points in history.items():
+        for step, value in points:
+            by_step.setdefault(step, {})[metric] = value
+    return by_step
+
+
 def cmd_metrics(args: argparse.Namespace) -> int:
     from droptune.jobs.vertex_access import VertexError
 
@@ -196,10 +205,7 @@ def cmd_metrics(args: argparse.Namespace) -> int:
         print("no metrics yet")
         return EXIT_OK
     metrics = list(history)
-    by_step: dict[int, dict[str, float]] = {}
-    for metric, points in history.items():
-        for step, value in points:
-            by_step.setdefault(step, {})[metric] = value
+    by_step = values_by_step(history)
     print(f"{'step':>7}  " + "  ".join(f"{m.strip('/'):>{max(len(m) - 1, 10)}}" for m in metrics))
     for step in sorted(by_step):
         values = by_step[step]

@@ -180,18 +180,14 @@ def _plotted_points(
 ) -> tuple[dict[int, dict[str, float]], str]:
     """Every step from the job's Vertex AI Experiment when it can be read, else what was seen."""
     from droptune.jobs.vertex_access import VertexError
-    from droptune_cli.jobs_commands import experiment_history
+    from droptune_cli.jobs_commands import experiment_history, values_by_step
 
     try:
         history = experiment_history(settings, job)
     except (LookupError, VertexError) as error:
         print(f"droptune: plotting the metrics seen while watching ({error})", file=sys.stderr)
         return samples, "metrics seen while watching"
-    by_step: dict[int, dict[str, float]] = {}
-    for metric, points in history.items():
-        for step, value in points:
-            by_step.setdefault(step, {})[metric] = value
-    return by_step, "every step, from the job's Vertex AI Experiment"
+    return values_by_step(history), "every step, from the job's Vertex AI Experiment"
 
 
 def _plot(job_id: str, plotted: tuple[dict[int, dict[str, float]], str], path: Path) -> None:
