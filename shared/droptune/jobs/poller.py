@@ -120,14 +120,27 @@ class Poller:
         started = time.monotonic()
         before = self.context.counts.as_dict()
         report = TickReport()
+        # Each job's step is tried on its own: one contended or unreachable document (a commit the
+        # emulator or Firestore keeps aborting) is logged and left to the next tick, and the other
+        # jobs are still followed. A tick that cannot even query Firestore raises, to be retried.
         for document in self.store.jobs_with_pending_events():
-            report.outbox_published += self.store.publish_pending(document)
+            with correlate(job_id=str(document.get("job_id"))):
+                try:
+                    report.outbox_published += self.store.publish_pending(document)
+                except Exception:
+                    log.exception("publishing a job's pending events failed; the next tick tries again")
+                    report.errors += 1
         active = self.store.query_states(ACTIVE_STATES)
         report.active = len(active)
         running = [d for d in active if d.get("state") == JobState.RUNNING.value]
         for document in active:
             if document.get("state") == JobState.LAUNCHING.value:
-                self.launcher.recover_launch(document)
+                with correlate(job_id=str(document.get("job_id"))):
+                    try:
+                        self.launcher.recover_launch(document)
+                    except Exception:
+                        log.exception("recovering a launch failed; the next tick tries again")
+                        report.errors += 1
         if running:
             workers = max(1, min(self.parallelism, len(running)))
             with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="poll") as pool:

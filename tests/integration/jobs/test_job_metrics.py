@@ -165,8 +165,11 @@ def test_jobs_metrics_says_why_when_a_job_names_no_experiment(world: Any, capsys
     request = manual_request(
         world.stack, world.bucket, chat_lines(12), stats={"billable_training_tokens": 5000}
     )
-    launcher, _ = world.core(settings)
+    launcher, poller = world.core(settings)
     launcher.handle_request(request)
-    code, said = run_jobs_command(capsys, "jobs", "metrics", request["job_id"], stderr=True)
-    assert code == 1 and "names no Vertex AI Experiment (state awaiting_approval)" in said
-    assert f"droptune jobs show {request['job_id']}" in said
+    try:
+        code, said = run_jobs_command(capsys, "jobs", "metrics", request["job_id"], stderr=True)
+        assert code == 1 and "names no Vertex AI Experiment (state awaiting_approval)" in said
+        assert f"droptune jobs show {request['job_id']}" in said
+    finally:
+        assert poller.handle_command({"command": "reject", "job_id": request["job_id"]}) == "rejected"

@@ -104,18 +104,27 @@ def test_a_launcher_killed_between_create_and_record_is_recovered_without_a_seco
 ) -> None:
     stack, datasets_bucket, firestore_db, events = world.stack, world.bucket, world.db, world.events
     job_settings, core = world.settings, world.core
-    wait_until_idle(stack, firestore_db)  # a full slot or quota would hold the job before create
-    request = manual_request(stack, datasets_bucket, chat_lines(12))
-    job_id = request["job_id"]
-    killed = subprocess.run(
-        [sys.executable, "-c", _KILLED_LAUNCHER],
-        input=json.dumps(request),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=REPO,
-        check=False,
-    )
+    for _arrangement in range(3):
+        wait_until_idle(stack, firestore_db)  # a full slot or quota would hold the job before create
+        request = manual_request(stack, datasets_bucket, chat_lines(12))
+        job_id = request["job_id"]
+        killed = subprocess.run(
+            [sys.executable, "-c", _KILLED_LAUNCHER],
+            input=json.dumps(request),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=REPO,
+            check=False,
+        )
+        if killed.returncode != 0:
+            break
+        # The stack's own poller ticks every second and starts queued jobs: it may take the slot
+        # allocator first and launch this job itself, and this launcher then creates nothing and
+        # exits cleanly. No crash happened, so there is nothing to recover: arrange it again.
+        taken = job_document(firestore_db, job_id)
+        assert taken is not None and taken["state"] in ("queued", "launching", "running"), taken
+        core(job_settings())[1].handle_command({"command": "cancel", "job_id": job_id})
     assert killed.returncode == 137, (killed.stderr[-2000:], job_document(firestore_db, job_id))
     created = json.loads(killed.stdout.strip().splitlines()[-1])["created"]
     document = job_document(firestore_db, job_id)
