@@ -157,8 +157,11 @@ class Poller:
         deploying = [d for d in active if d.get("state") == JobState.DEPLOYING.value]
         report.deploying = len(deploying)
         self._follow_deployments(deploying)
-        launch = self.launcher.start_queued()
-        report.started = len(launch.started)
+        try:
+            report.started = len(self.launcher.start_queued().started)
+        except Exception:  # the allocator is released by start_queued itself; the next tick retries
+            log.exception("starting queued jobs failed; the next tick tries again")
+            report.errors += 1
         report.seconds = time.monotonic() - started
         after = self.context.counts.as_dict()
         report.calls = {key: after[key] - before[key] for key in after}
