@@ -106,12 +106,15 @@ def time_series_resource(job: dict[str, Any], run: str) -> dict[str, Any]:
 def batch_read(jobs_by_run: dict[str, dict[str, Any]], names: Iterable[str]) -> dict[str, Any]:
     """`timeSeriesData` of each named series; `jobs_by_run` maps a run's name to its job."""
     data = []
+    points_by_run: dict[str, dict[str, list[dict[str, Any]]]] = {}  # each job's series, read once
     for name in names:
         run, _, series_id = name.partition("/timeSeries/")
         job = jobs_by_run.get(run)
         if job is None or not series_id.isdigit() or not 1 <= int(series_id) <= len(METRIC_NAMES):
             raise ApiError(5, f"TensorboardTimeSeries {name} not found.")
-        values = _points_by_metric(job).get(METRIC_NAMES[int(series_id) - 1])
+        if run not in points_by_run:
+            points_by_run[run] = _points_by_metric(job)
+        values = points_by_run[run].get(METRIC_NAMES[int(series_id) - 1])
         if not values:
             raise ApiError(5, f"TensorboardTimeSeries {name} not found.")
         if len(values) > BATCH_READ_SCALAR_LIMIT:

@@ -37,7 +37,7 @@ from droptune.topology import TOPOLOGY
 from droptune.vertex_rest import VertexApiError
 
 ROOT = Path(__file__).parents[2]
-ASYNCAPI = ROOT / "docs" / "events" / "asyncapi.yaml"
+ASYNCAPI = ROOT / "shared" / "droptune" / "event_schemas" / "asyncapi.yaml"
 BUCKET = "my-datasets"
 SETTINGS = Settings(project="my-project-123", datasets_bucket=BUCKET, deploy_policy="auto")
 NOW = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)

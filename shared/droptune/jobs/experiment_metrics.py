@@ -15,7 +15,7 @@ What was found is kept in the job document (`metrics_source`), so a steady tick 
 running job, and a new poller instance starts where the last one stopped.
 
 batchRead returns at most 1,000 points of a scalar series, chosen at random beyond that; the value
-recorded is the one at the highest step returned, and `step` is the series' own `maxStep`.
+recorded, and `step`, are those of the highest step returned.
 """
 
 from __future__ import annotations

@@ -135,7 +135,7 @@ class VertexClient:
                     parent=parent, tuning_job=tuning_job, timeout=self.settings.api_timeout_seconds
                 )
             )
-            return dict(json_format.MessageToDict(TuningJob.pb(created)))
+            return _as_json(created)
         from google.cloud.aiplatform_v1beta1.types import PipelineJob
 
         pipeline_job = PipelineJob.pb(PipelineJob())
@@ -145,37 +145,29 @@ class VertexClient:
                 parent=parent, pipeline_job=pipeline_job, timeout=self.settings.api_timeout_seconds
             )
         )
-        return dict(json_format.MessageToDict(PipelineJob.pb(created)))
+        return _as_json(created)
 
     def find_by_label(self, kind: VertexKind, region: str, job_id: str) -> dict[str, Any] | None:
         """The Vertex job carrying droptune's job id label, if one was created (AIP-160 filter)."""
-        from google.protobuf import json_format
-
         parent = f"projects/{self.settings.project}/locations/{region}"
         label_filter = f'labels.{JOB_ID_LABEL}="{job_id}"'
         self.counts.add(vertex=1)
         if kind == "tuningJobs":
-            from google.cloud.aiplatform_v1beta1.types import TuningJob
-
             pager = self._call(
                 lambda: self._tuning_client(region).list_tuning_jobs(
                     request={"parent": parent, "filter": label_filter},
                     timeout=self.settings.api_timeout_seconds,
                 )
             )
-            found = [json_format.MessageToDict(TuningJob.pb(job)) for job in self._call(lambda: list(pager))]
+            found = [_as_json(job) for job in self._call(lambda: list(pager))]
         else:
-            from google.cloud.aiplatform_v1beta1.types import PipelineJob
-
             pager = self._call(
                 lambda: self._pipeline_client(region).list_pipeline_jobs(
                     request={"parent": parent, "filter": label_filter},
                     timeout=self.settings.api_timeout_seconds,
                 )
             )
-            found = [
-                json_format.MessageToDict(PipelineJob.pb(job)) for job in self._call(lambda: list(pager))
-            ]
+            found = [_as_json(job) for job in self._call(lambda: list(pager))]
         # The filter is applied by the service; checking again costs nothing and guards a
         # service that ignored it.
         mine = [job for job in found if (job.get("labels") or {}).get(JOB_ID_LABEL) == job_id]
@@ -214,19 +206,15 @@ class VertexClient:
 
     def get_context(self, name: str) -> dict[str, Any]:
         """metadataStores.contexts.get: an experiment's context, its metadata included."""
-        from google.protobuf import json_format
-
         self.counts.add(vertex=1)
         context = self._call(
             lambda: _client(self, "metadata", region_of(name)).get_context(
                 name=name, timeout=self.settings.api_timeout_seconds
             )
         )
-        return dict(json_format.MessageToDict(type(context).pb(context)))
+        return _as_json(context)
 
     def list_tensorboard_runs(self, tensorboard_experiment: str) -> list[dict[str, Any]]:
-        from google.protobuf import json_format
-
         self.counts.add(vertex=1)
         client = _client(self, "tensorboard", region_of(tensorboard_experiment))
         pager = self._call(
@@ -235,11 +223,9 @@ class VertexClient:
                 timeout=self.settings.api_timeout_seconds,
             )
         )
-        return [dict(json_format.MessageToDict(type(run).pb(run))) for run in self._call(lambda: list(pager))]
+        return [_as_json(run) for run in self._call(lambda: list(pager))]
 
     def list_time_series(self, run: str) -> list[dict[str, Any]]:
-        from google.protobuf import json_format
-
         self.counts.add(vertex=1)
         client = _client(self, "tensorboard", region_of(run))
         pager = self._call(
@@ -247,15 +233,10 @@ class VertexClient:
                 request={"parent": run, "page_size": 1000}, timeout=self.settings.api_timeout_seconds
             )
         )
-        return [
-            dict(json_format.MessageToDict(type(series).pb(series)))
-            for series in self._call(lambda: list(pager))
-        ]
+        return [_as_json(series) for series in self._call(lambda: list(pager))]
 
     def batch_read_time_series(self, tensorboard: str, names: list[str]) -> list[dict[str, Any]]:
         """tensorboards.batchRead: the points of up to 1,000 scalars per series, in one call."""
-        from google.protobuf import json_format
-
         self.counts.add(vertex=1)
         answer = self._call(
             lambda: _client(
@@ -265,8 +246,7 @@ class VertexClient:
                 timeout=self.settings.api_timeout_seconds,
             )
         )
-        data = json_format.MessageToDict(type(answer).pb(answer))
-        return [dict(item) for item in data.get("timeSeriesData", [])]
+        return [dict(item) for item in _as_json(answer).get("timeSeriesData", [])]
 
     # --- plumbing ---------------------------------------------------------------------------
 
@@ -342,6 +322,13 @@ def _cached_client(kind: str, endpoint: str, credentials_id: int, credentials: A
 def _client(vertex: VertexClient, kind: str, region: str) -> Any:
     credentials = vertex._credentials()
     return _cached_client(kind, vertex._endpoint(region), id(credentials), credentials)
+
+
+def _as_json(message: Any) -> dict[str, Any]:
+    """A proto-plus answer of a generated client as its REST JSON (camelCase, zeros left out)."""
+    from google.protobuf import json_format
+
+    return dict(json_format.MessageToDict(type(message).pb(message)))
 
 
 def _error_message(response: Any) -> str:
